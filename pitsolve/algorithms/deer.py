@@ -1,0 +1,327 @@
+r"""DEER: Newton's method over the whole trajectory, one parallel scan per iteration.
+
+The residual of a trajectory guess is :math:`r_t(h) = h_t - f(h_{t-1}, x_t)`. Linearising f
+at the iterate :math:`h^{(k)}` gives the affine recurrence
+
+.. math::
+
+    h^{(k+1)}_t = \hat J_t h^{(k+1)}_{t-1} + \big(f(h^{(k)}_{t-1}) - \hat J_t h^{(k)}_{t-1}\big),
+
+solved by one scan. :math:`\hat J_t` is the Jacobian :math:`J_t = \partial f/\partial h`
+(DEER, Newton), its diagonal (quasi-DEER) or zero (Picard). One evaluation of f per iteration
+serves both the convergence test and the next right-hand side; the test runs before the scan,
+so the converged iteration costs no scan. After k iterations h_1..h_k are exact (causality), and
+with ``freeze_converged`` the converged prefix is never touched again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..kernels import affine_scan
+from ..problems import RecurrenceProblem
+from ..solution import ReturnCode
+from ..solve import Algorithm, Controls, SolverState, register
+from .base import select_backend
+from .sequential import model_in_dtype
+
+__all__ = ["DEER", "LevenbergMarquardt", "LineSearch"]
+
+_JACOBIANS = ("full", "diagonal", "none")
+_BACKENDS = ("auto", "numba", "numpy", "cupy")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LineSearch:
+    r"""Backtracking on the merit :math:`\phi = \tfrac12\|r\|^2` along the Newton direction.
+
+    The step :math:`h \leftarrow h + s\,\delta` is accepted, per batch element, when
+    :math:`\phi(h + s\delta) \le (1 - 2 c s)\,\phi(h)` (Armijo: for the Newton direction the
+    directional derivative of φ is −2φ); otherwise s ← ``shrink``·s.
+    """
+
+    shrink: float = 0.5
+    armijo: float = 1e-4
+    max_backtracks: int = 30
+
+    def __post_init__(self) -> None:
+        if not 0 < self.shrink < 1:
+            raise ValueError(f"shrink must lie in (0, 1), got {self.shrink}")
+        if not 0 <= self.armijo < 0.5:
+            raise ValueError(f"armijo must lie in [0, 0.5), got {self.armijo}")
+        if self.max_backtracks < 1:
+            raise ValueError(f"max_backtracks must be ≥ 1, got {self.max_backtracks}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LevenbergMarquardt:
+    r"""ELK-style damping: minimise :math:`\|r + J_F\delta\|^2 + \lambda\|\delta\|^2`.
+
+    The minimiser is the smoothed mean of a linear-Gaussian state-space model (dynamics
+    :math:`\delta_t = J_t\delta_{t-1} - r_t` with unit process noise, observations
+    :math:`0 = \delta_t` with variance 1/λ), computed by a Kalman filter and RTS smoother.
+    λ decreases by ``decrease`` after an accepted step and increases by ``increase`` after a
+    rejected one; λ → 0 recovers Newton.
+    """
+
+    lam: float = 1.0
+    increase: float = 10.0
+    decrease: float = 0.3
+    lam_min: float = 1e-8
+    lam_max: float = 1e8
+
+    def __post_init__(self) -> None:
+        if not self.lam > 0:
+            raise ValueError(f"lam must be > 0, got {self.lam}")
+        if not self.increase > 1 or not 0 < self.decrease < 1:
+            raise ValueError("increase must be > 1 and decrease in (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DEER(Algorithm):
+    """Newton (``jacobian="full"``), quasi-Newton (``"diagonal"``) or Picard (``"none"``)
+    iterations over the whole trajectory, each one parallel scan.
+
+    Parameters
+    ----------
+    jacobian : which :math:`\\hat J_t` linearises f: ``"full"`` O(T D³) work per iteration
+        (dense scan) with quadratic convergence near the solution, ``"diagonal"`` O(T D),
+        ``"none"`` O(T D) (no scan at all: h ← f(h)).
+    damping : ``None``, :class:`LineSearch` or :class:`LevenbergMarquardt`.
+    backend : ``"auto"``, ``"numba"``, ``"numpy"`` or ``"cupy"`` (kernels for the scans).
+    chunk_size : chunk length of the blocked scan (None: automatic).
+    divergence_factor : report ``Diverged`` when the residual exceeds this multiple of the
+        best residual seen.
+    """
+
+    jacobian: str = "full"
+    damping: LineSearch | LevenbergMarquardt | None = None
+    backend: str = "auto"
+    chunk_size: int | None = None
+    divergence_factor: float = 1e6
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.jacobian not in _JACOBIANS:
+            raise ValueError(f"jacobian must be one of {_JACOBIANS}, got {self.jacobian!r}")
+        if self.damping is not None and not isinstance(
+            self.damping, (LineSearch, LevenbergMarquardt)
+        ):
+            raise TypeError(
+                "damping must be None, LineSearch() or LevenbergMarquardt(), got "
+                f"{type(self.damping).__name__}"
+            )
+        if isinstance(self.damping, LevenbergMarquardt):
+            raise NotImplementedError(
+                "DEER(damping=LevenbergMarquardt()) is not available yet; use LineSearch()"
+            )
+        if self.backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}, got {self.backend!r}")
+        if not self.divergence_factor > 1:
+            raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor}")
+
+
+def _apply(J: Any, h: Any, xp: Any) -> Any:
+    """J h for stacked dense (…, D, D) or diagonal (…, D) Jacobians."""
+    if J.ndim == h.ndim:
+        return J * h
+    return xp.matmul(J, h[..., None])[..., 0]
+
+
+def initial_guess(problem: RecurrenceProblem, h_init: Any) -> Any:
+    """``h_init`` checked against the problem, or h0 repeated over time."""
+    xp = problem.xp
+    shape = (*problem.batch_shape, problem.T, problem.D)
+    if h_init is None:
+        return xp.ascontiguousarray(xp.broadcast_to(problem.h0[..., None, :], shape))
+    if tuple(h_init.shape) != shape:
+        raise ValueError(f"h_init must have shape {shape} = (batch..., T, D), got {h_init.shape}")
+    if not bool(xp.isfinite(h_init).all()):
+        raise ValueError("h_init contains non-finite values (NaN or Inf)")
+    return xp.array(h_init, dtype=problem.dtype, copy=True)
+
+
+class NewtonState(SolverState):
+    """What every trajectory-Newton solver shares: the iterate, its residual, the best
+    iterate, the converged prefix and the stopping tests."""
+
+    def __init__(self, problem: RecurrenceProblem, algorithm: Any, controls: Controls):
+        super().__init__(problem, algorithm, controls)
+        self.xp = problem.xp
+        self.model = model_in_dtype(problem)
+        self.rtol, self.atol = controls.tolerances(problem.dtype)
+        self.h = initial_guess(problem, controls.h_init)
+        self.start = 0  # steps before `start` are converged and frozen
+        self.best = self.h.copy()
+        self.best_err = np.full(problem.batch_shape, np.inf)
+        self.stalled_for = 0
+
+    # -- pieces of the trajectory ------------------------------------------------------------
+    def carry(self, start: int) -> Any:
+        """The state before step ``start`` (h0 for start = 0)."""
+        return self.problem.h0 if start == 0 else self.h[..., start - 1, :]
+
+    def previous(self, h: Any, start: int) -> Any:
+        """h_{t-1} for t in [start, T), from the trajectory ``h`` (full length)."""
+        xp = self.xp
+        return xp.concatenate([self.carry(start)[..., None, :], h[..., start:-1, :]], axis=-2)
+
+    def inputs(self, start: int) -> Any:
+        x = self.problem.inputs
+        return None if x is None else x[..., start:, :]
+
+    def residual(self, segment: Any, f_prev: Any) -> tuple[Any, Any]:
+        """Per-step max-norm residual and its ratio to the tolerance, shape (batch..., T')."""
+        xp = self.xp
+        rn = xp.abs(segment - f_prev).max(axis=-1)
+        ratio = rn / (self.atol + self.rtol * xp.abs(segment).max(axis=-1))
+        return rn, ratio
+
+    def finish(self, code: ReturnCode, states: Any, converged: Any) -> None:
+        self.retcode, self.states, self.converged, self.done = code, states, converged, True
+
+    def finish_with_best(self, code: ReturnCode) -> None:
+        self.finish(code, self.best, np.zeros(self.problem.batch_shape, dtype=bool))
+
+    def test(self, f_prev: Any) -> Any:
+        """Record the residual of the current iterate and stop if converged or failed.
+
+        Returns the per-step tolerance ratio on the active segment (None once done).
+        """
+        xp = self.xp
+        if not bool(xp.isfinite(f_prev).all()):
+            self.finish_with_best(ReturnCode.NonFinite)
+            return None
+        rn, ratio = self.residual(self.h[..., self.start :, :], f_prev)
+        err = np.asarray(_to_host(rn.max(axis=-1)), dtype=float)
+        q = np.asarray(_to_host(ratio.max(axis=-1)), dtype=float)
+        self.stats.residual_history.append(float(err.max()) if err.size else 0.0)
+        improved = err < self.best_err
+        if improved.any():
+            mask = xp.asarray(improved)[..., None, None]
+            self.best = xp.where(mask, self.h, self.best)
+            self.best_err = np.where(improved, err, self.best_err)
+        if (q <= 1).all():
+            self.finish(ReturnCode.Success, self.h, np.ones(q.shape, dtype=bool))
+            return None
+        if (err > self.algorithm.divergence_factor * self.best_err).any():
+            self.finish_with_best(ReturnCode.Diverged)
+            return None
+        if self.stats.iterations >= self.controls.maxiter:
+            self.finish_with_best(ReturnCode.MaxIters)
+            return None
+        return ratio
+
+    def freeze(self, ratio: Any) -> int:
+        """Advance ``start`` past the prefix converged in every batch element; returns the
+        number of steps frozen."""
+        if not self.controls.freeze_converged:
+            return 0
+        xp = self.xp
+        bad = (ratio > 1).reshape(-1, ratio.shape[-1]).any(axis=0)
+        first = int(_to_host(xp.argmax(bad)))
+        self.start += first
+        return first
+
+    def accept(self, segment: Any) -> None:
+        """Install a new iterate on the active segment; non-finite values stop the solve."""
+        xp = self.xp
+        if not bool(xp.isfinite(segment).all()):
+            self.finish_with_best(ReturnCode.NonFinite)
+            return
+        step = xp.abs(segment - self.h[..., self.start :, :]).max()
+        size = self.atol + self.rtol * xp.abs(segment).max()
+        self.h[..., self.start :, :] = segment
+        self.stats.iterations += 1
+        self.stalled_for = self.stalled_for + 1 if float(step) <= float(size) * 1e-3 else 0
+        if self.stalled_for >= 3:
+            self.finish_with_best(ReturnCode.Stalled)
+
+
+def _to_host(x: Any) -> Any:
+    return x.get() if hasattr(x, "get") else x
+
+
+class DEERSolve(NewtonState):
+    """State of a DEER solve; see :class:`DEER`."""
+
+    def __init__(self, problem: RecurrenceProblem, algorithm: DEER, controls: Controls):
+        super().__init__(problem, algorithm, controls)
+        backend = select_backend(problem, algorithm.backend, controls.backend)
+        self.kernel = "numba" if backend == "numba" else "numpy"
+        self.stats.extra["kernel"] = self.kernel
+
+    def linearise(self, h: Any, start: int) -> tuple[Any, Any]:
+        """f(h_{t-1}) and Ĵ_t on [start, T)."""
+        model, x, prev = self.model, self.inputs(start), self.previous(h, start)
+        kind = self.algorithm.jacobian
+        self.stats.function_evals += 1
+        if kind == "none":
+            return model.f(prev, x), None
+        self.stats.jacobian_evals += 1
+        if kind == "diagonal" or model.jacobian_structure == "diagonal":
+            return model.f_and_diagonal_jacobian(prev, x)
+        return model.f_and_jacobian(prev, x)
+
+    def merit(self, h: Any) -> Any:
+        """½‖r‖² per batch element on the active segment, +inf where non-finite."""
+        xp = self.xp
+        self.stats.function_evals += 1
+        f_prev = self.model.f(self.previous(h, self.start), self.inputs(self.start))
+        r = h[..., self.start :, :] - f_prev
+        phi = 0.5 * (r * r).sum(axis=(-2, -1))
+        return xp.where(xp.isfinite(phi), phi, xp.inf)
+
+    def step(self) -> None:
+        xp = self.xp
+        f_prev, J = self.linearise(self.h, self.start)
+        if J is not None and not bool(xp.isfinite(J).all()):
+            self.finish_with_best(ReturnCode.NonFinite)
+            return
+        ratio = self.test(f_prev)
+        if ratio is None:
+            return
+        first = self.freeze(ratio)
+        if first:
+            time_axis = f_prev.ndim - 2
+            f_prev = f_prev[..., first:, :]
+            if J is not None:
+                J = J[(slice(None),) * time_axis + (slice(first, None),)]
+        work = 3 * self.h.nbytes + f_prev.nbytes + (0 if J is None else J.nbytes)
+        self.stats.peak_bytes = max(self.stats.peak_bytes, int(work))
+        if J is None:
+            new = f_prev
+        else:
+            b = f_prev - _apply(J, self.previous(self.h, self.start), xp)
+            carry, chunk = self.carry(self.start), self.algorithm.chunk_size
+            new = affine_scan(J, b, carry, kernel=self.kernel, chunk_size=chunk)
+            self.stats.scans += 1
+        if isinstance(self.algorithm.damping, LineSearch):
+            new = self.line_search(new)
+        self.accept(new)
+
+    def line_search(self, new: Any) -> Any:
+        xp, ls = self.xp, self.algorithm.damping
+        old = self.h[..., self.start :, :]
+        delta = new - old
+        phi0 = self.merit(self.h)
+        s = xp.ones(self.problem.batch_shape, dtype=self.problem.dtype)
+        accepted = xp.zeros(self.problem.batch_shape, dtype=bool)
+        trial = self.h.copy()
+        for _ in range(ls.max_backtracks):
+            trial[..., self.start :, :] = old + s[..., None, None] * delta
+            phi = self.merit(trial)
+            ok = phi <= (1 - 2 * ls.armijo * s) * phi0
+            accepted = accepted | ok
+            if bool(accepted.all()):
+                break
+            s = xp.where(accepted, s, s * ls.shrink)
+        s = xp.where(accepted, s, 0.0 * s)  # no acceptable step: stay (reported as Stalled)
+        self.stats.extra["last_step_size"] = float(_to_host(s.min()))
+        return old + s[..., None, None] * delta
+
+
+register(RecurrenceProblem, DEER)(DEERSolve)

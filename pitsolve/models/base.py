@@ -1,0 +1,228 @@
+r"""The model protocol: a parameter container plus hand-derived functions batched over time.
+
+A model defines one step :math:`h_t = f(h_{t-1}, x_t; \theta)` and its derivatives, each taking
+arrays with any leading axes (time, batch) and the state on the last axis:
+
+========================  ===================================================  ================
+method                    computes                                             shape
+========================  ===================================================  ================
+``f(h, x)``               :math:`f(h, x)`                                      ``(..., D)``
+``jacobian(h, x)``        :math:`J = \partial f/\partial h`                    ``(..., D, D)``
+                                                                               or ``(..., D)``
+``diagonal_jacobian``     :math:`\operatorname{diag} J`                        ``(..., D)``
+``jvp(h, x, v)``          :math:`J v`                                          ``(..., D)``
+``vjp_h(h, x, u)``        :math:`J^\top u`                                     ``(..., D)``
+``vjp_params(h, x, u)``   :math:`\sum_{...} (\partial f/\partial\theta)^\top u`  :class:`Params`
+``vjp_inputs(h, x, u)``   :math:`(\partial f/\partial x)^\top u`               ``(..., N_x)``
+========================  ===================================================  ================
+
+``x`` is ``None`` for models without inputs. ``jacobian_structure`` declares whether
+``jacobian`` returns dense matrices or diagonals. Everything is written against the array
+namespace of ``h`` (NumPy or CuPy), so one implementation serves CPU and GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._validation import as_float_array
+from ..backends import array_namespace
+
+__all__ = ["Model", "Params", "step_loop"]
+
+
+class Params(Mapping):
+    """An ordered mapping of parameter names to float arrays that flattens to one vector.
+
+    ``flatten()`` concatenates the arrays (C order, in insertion order) into one vector and
+    ``unflatten(v)`` rebuilds the structure, so SciPy optimisers can work on parameters.
+    Instances are immutable: ``replace`` returns a new one.
+    """
+
+    def __init__(self, arrays: Mapping[str, Any] | None = None, /, **named: Any):
+        merged = dict(arrays or {}, **named)
+        self._arrays = {k: as_float_array(v, f"params[{k!r}]") for k, v in merged.items()}
+
+    def __getitem__(self, name: str) -> Any:
+        return self._arrays[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self._arrays.items())
+        return f"Params({inner})"
+
+    @property
+    def size(self) -> int:
+        """Total number of scalars."""
+        return int(sum(v.size for v in self._arrays.values()))
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.result_type(*[v.dtype for v in self._arrays.values()])
+
+    def replace(self, **arrays: Any) -> Params:
+        """A copy with some arrays replaced (same names and shapes required)."""
+        for k, v in arrays.items():
+            if k not in self._arrays:
+                raise KeyError(f"unknown parameter {k!r}; parameters are {list(self._arrays)}")
+            shape = getattr(v, "shape", np.shape(v))
+            if tuple(shape) != tuple(self._arrays[k].shape):
+                raise ValueError(
+                    f"parameter {k!r} must keep shape {self._arrays[k].shape}, got {shape}"
+                )
+        return Params({**self._arrays, **arrays})
+
+    def copy(self) -> Params:
+        """A deep copy."""
+        return Params({k: v.copy() for k, v in self._arrays.items()})
+
+    def flatten(self) -> Any:
+        """All parameters as one vector."""
+        arrays = list(self._arrays.values())
+        xp = array_namespace(*arrays)
+        return xp.concatenate([xp.ravel(v) for v in arrays]) if arrays else xp.zeros(0)
+
+    def unflatten(self, vector: Any) -> Params:
+        """Parameters with this structure from a vector made by :meth:`flatten`."""
+        vector = as_float_array(vector, "vector", min_ndim=1)
+        if vector.ndim != 1 or vector.shape[0] != self.size:
+            raise ValueError(f"vector must have shape ({self.size},), got {vector.shape}")
+        out, i = {}, 0
+        for k, v in self._arrays.items():
+            out[k] = vector[i : i + v.size].reshape(v.shape)
+            i += v.size
+        return Params(out)
+
+    def map(self, fn: Callable[..., Any], *others: Params) -> Params:
+        """``Params`` with ``fn(self[k], other[k], ...)`` for every name ``k``."""
+        return Params({k: fn(v, *(o[k] for o in others)) for k, v in self._arrays.items()})
+
+    def astype(self, dtype: Any) -> Params:
+        return self.map(lambda v: v.astype(dtype))
+
+
+class Model:
+    """Base class of models. Subclasses set ``params`` and implement the protocol.
+
+    Required: ``f``, ``jacobian``, ``vjp_params`` (and ``vjp_inputs`` if the model has
+    inputs). ``jvp``, ``vjp_h`` and ``diagonal_jacobian`` default to forms built from
+    ``jacobian`` (O(D²) memory per step); built-in models override them with matrix-free forms.
+    ``sequential`` defaults to a Python loop; built-in models override it with a Numba loop.
+
+    Attributes
+    ----------
+    state_dim : D.
+    input_dim : N_x, 0 for autonomous models.
+    jacobian_structure : ``"dense"`` or ``"diagonal"``.
+    is_affine : True if f is affine in h with a Jacobian independent of h (then one scan
+        solves the recurrence exactly and DEER converges in one iteration).
+    """
+
+    jacobian_structure: ClassVar[str] = "dense"
+    is_affine: ClassVar[bool] = False
+
+    def __init__(self, params: Params, *, state_dim: int, input_dim: int = 0):
+        self._params = params
+        self.state_dim = int(state_dim)
+        self.input_dim = int(input_dim)
+        self._derived: dict[str, Any] = {}
+
+    # -- parameters -------------------------------------------------------------------------
+    @property
+    def params(self) -> Params:
+        """The parameters: a mapping of names to arrays (see :class:`Params`)."""
+        return self._params
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._params.dtype
+
+    def replace(self, params: Params | None = None, **arrays: Any) -> Model:
+        """A new model with the parameters replaced (``params=`` whole, or some by name)."""
+        new = copy.copy(self)
+        base = self._params if params is None else params
+        if params is not None and list(params) != list(self._params):
+            raise ValueError(f"params must have the names {list(self._params)}")
+        new._params = base.replace(**arrays) if arrays else Params(base)
+        new._derived = {}
+        return new
+
+    def astype(self, dtype: Any) -> Model:
+        """The same model with parameters cast to ``dtype``."""
+        return self.replace(self._params.astype(dtype))
+
+    def cached(self, name: str, compute: Callable[[], Any]) -> Any:
+        """A quantity derived from the parameters, computed once per parameter set."""
+        if name not in self._derived:
+            self._derived[name] = compute()
+        return self._derived[name]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(state_dim={self.state_dim}, input_dim={self.input_dim})"
+
+    # -- the protocol -----------------------------------------------------------------------
+    def f(self, h: Any, x: Any = None) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def jacobian(self, h: Any, x: Any = None) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def vjp_params(self, h: Any, x: Any, u: Any) -> Params:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def vjp_inputs(self, h: Any, x: Any, u: Any) -> Any:
+        if self.input_dim:
+            raise NotImplementedError(f"{type(self).__name__} must implement vjp_inputs")
+        return None
+
+    def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
+        """f and its Jacobian together (models fuse them where that saves work)."""
+        return self.f(h, x), self.jacobian(h, x)
+
+    def diagonal_jacobian(self, h: Any, x: Any = None) -> Any:
+        r""":math:`\operatorname{diag} J` (quasi-DEER)."""
+        J = self.jacobian(h, x)
+        if self.jacobian_structure == "diagonal":
+            return J
+        return array_namespace(J).diagonal(J, axis1=-2, axis2=-1).copy()
+
+    def f_and_diagonal_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
+        return self.f(h, x), self.diagonal_jacobian(h, x)
+
+    def jvp(self, h: Any, x: Any, v: Any) -> Any:
+        """J v."""
+        J = self.jacobian(h, x)
+        if self.jacobian_structure == "diagonal":
+            return J * v
+        return array_namespace(J).matmul(J, v[..., None])[..., 0]
+
+    def vjp_h(self, h: Any, x: Any, u: Any) -> Any:
+        r""":math:`J^\top u`."""
+        J = self.jacobian(h, x)
+        if self.jacobian_structure == "diagonal":
+            return J * u
+        return array_namespace(J).matmul(u[..., None, :], J)[..., 0, :]
+
+    def sequential(self, h0: Any, inputs: Any, T: int) -> Any:
+        """The trajectory ``(..., T, D)`` by stepping f (built-in models compile this loop)."""
+        return step_loop(self, h0, inputs, T)
+
+
+def step_loop(model: Any, h0: Any, inputs: Any, T: int) -> Any:
+    """h_t = model.f(h_{t-1}, x_t) for t = 1..T as a Python loop, vectorised over the batch."""
+    xp = array_namespace(h0, inputs)
+    out = xp.empty((*h0.shape[:-1], T, h0.shape[-1]), dtype=h0.dtype)
+    h = h0
+    for t in range(T):
+        h = model.f(h, None if inputs is None else inputs[..., t, :])
+        out[..., t, :] = h
+    return out

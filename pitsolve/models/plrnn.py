@@ -1,0 +1,484 @@
+r"""Piecewise-linear RNNs for dynamical-systems reconstruction (MATH.md §5).
+
+.. math::
+
+    \text{shPLRNN:}\quad z_t = a \odot z_{t-1} + W_1 \operatorname{relu}(W_2 z_{t-1} + h_2) + h_1
+
+    \text{clipped:}\quad z_t = a \odot z_{t-1}
+        + W_1 [\operatorname{relu}(W_2 z_{t-1} + h_2) - \operatorname{relu}(W_2 z_{t-1})] + h_1
+
+    \text{ALRNN:}\quad z_t = a \odot z_{t-1} + W \Phi(z_{t-1}) + h
+
+with Jacobians :math:`J = \operatorname{diag}(a) + W_1 \operatorname{diag}(m) W_2` (shPLRNN
+:math:`m = 1[W_2 z + h_2 > 0]`, clipped :math:`m = 1[W_2 z + h_2 > 0] - 1[W_2 z > 0]`) and
+:math:`J = \operatorname{diag}(a) + W \operatorname{diag}(\Phi')` (ALRNN).
+
+Convention at the kinks: :math:`\operatorname{relu}'(0) = 0` (strict ``> 0``), used by every
+derivative alike, so ``jacobian``, ``jvp``, ``vjp_h``, ``vjp_params`` and ``diagonal_jacobian``
+agree with each other everywhere, kinks included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._validation import check_positive_int
+from ..backends import array_namespace
+from . import _plrnn_numba
+from .base import Model, Params
+
+__all__ = ["ALRNN", "ClippedShPLRNN", "ShPLRNN"]
+
+
+def _diag_scaled_init(rng: np.random.Generator, M: int) -> np.ndarray:
+    r""":math:`a = \operatorname{diag}(K) / \lambda_{\max}(K)`, :math:`K = R^\top R / M + I`."""
+    R = rng.normal(0.0, 1.0, (M, M))
+    K = R.T @ R / M + np.eye(M)
+    return np.diag(K) / np.linalg.eigvalsh(K)[-1]
+
+
+def _check_params(
+    params: Mapping[str, Any], shapes: dict[str, tuple[int, ...]], cls: str, dtype: Any
+) -> Params:
+    """``params`` as :class:`Params` in the canonical order, names and shapes checked."""
+    if set(params) != set(shapes):
+        raise ValueError(f"{cls} params must have the names {list(shapes)}, got {list(params)}")
+    p = Params({k: params[k] for k in shapes})
+    for k, shape in shapes.items():
+        if tuple(p[k].shape) != shape:
+            raise ValueError(f"{cls} params[{k!r}] must have shape {shape}, got {p[k].shape}")
+    return p if dtype is None else p.astype(dtype)
+
+
+def _add_diagonal(J_flat: Any, a: Any, M: int) -> Any:
+    """``J_flat (..., M*M) += vec(diag(a))`` in place; returns ``J_flat`` as ``(..., M, M)``."""
+    J_flat[..., :: M + 1] += a
+    return J_flat.reshape(*J_flat.shape[:-1], M, M)
+
+
+def _numpy_float(h0: Any, M: int) -> bool:
+    """True if ``h0`` can take the compiled path (a NumPy float array with last axis M)."""
+    if not isinstance(h0, np.ndarray) or h0.dtype not in (np.float32, np.float64):
+        return False
+    if h0.ndim < 1 or h0.shape[-1] != M:
+        raise ValueError(f"h0 must have shape (..., {M}), got {h0.shape}")
+    return True
+
+
+class _ShPLRNNBase(Model):
+    """Shared implementation of the shPLRNN and the clipped shPLRNN."""
+
+    _clipped: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        latent: int,
+        hidden: int,
+        *,
+        seed: int | np.random.Generator | None = 0,
+        dtype: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ):
+        M = check_positive_int(latent, "latent")
+        L = check_positive_int(hidden, "hidden")
+        shapes = {"a": (M,), "W1": (M, L), "W2": (L, M), "h1": (M,), "h2": (L,)}
+        if params is not None:
+            p = _check_params(params, shapes, type(self).__name__, dtype)
+        else:
+            rng = np.random.default_rng(seed)
+            a = _diag_scaled_init(rng, M)
+            W1 = rng.uniform(-1 / np.sqrt(L), 1 / np.sqrt(L), (M, L))
+            W2 = rng.uniform(-1 / np.sqrt(M), 1 / np.sqrt(M), (L, M))
+            if self._clipped:
+                h2 = rng.uniform(-1 / np.sqrt(L), 1 / np.sqrt(L), L)
+            else:
+                h2 = np.zeros(L)
+            p = Params(a=a, W1=W1, W2=W2, h1=np.zeros(M), h2=h2)
+            p = p.astype(np.float64 if dtype is None else dtype)
+        super().__init__(p, state_dim=M, input_dim=0)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], *, dtype: Any = None) -> Any:
+        """The model with the given arrays ``a (M,), W1 (M, L), W2 (L, M), h1 (M,), h2 (L,)``.
+
+        Sizes are read from the shapes; ``dtype`` (default: that of the arrays) casts them.
+        """
+        for k in ("a", "W2"):
+            if k not in params:
+                raise ValueError(f"{cls.__name__} params must include {k!r}")
+        M, L = np.shape(params["a"])[0], np.shape(params["W2"])[0]
+        return cls(M, L, params=params, dtype=dtype)
+
+    @property
+    def latent_dim(self) -> int:
+        """M, the latent (state) dimension."""
+        return self.state_dim
+
+    @property
+    def hidden_dim(self) -> int:
+        """L, the hidden width."""
+        return int(self.params["W2"].shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(latent={self.state_dim}, hidden={self.hidden_dim}, "
+            f"dtype={self.dtype})"
+        )
+
+    # -- pieces -----------------------------------------------------------------------------
+    def _pre(self, h: Any) -> tuple[Any, Any]:
+        """``(W2 h, W2 h + h2)``; the first is needed only by the clipped model."""
+        xp = array_namespace(h)
+        pre0 = xp.matmul(h, self.params["W2"].T)
+        return pre0, pre0 + self.params["h2"]
+
+    def _phi(self, pre0: Any, pre: Any) -> Any:
+        xp = array_namespace(pre)
+        phi = xp.maximum(pre, 0)
+        if self._clipped:
+            phi -= xp.maximum(pre0, 0)
+        return phi
+
+    def _mask(self, pre0: Any, pre: Any) -> Any:
+        """:math:`\\phi'`: ``1[pre > 0]`` (clipped: ``- 1[pre0 > 0]``) in the float dtype."""
+        m = (pre > 0).astype(pre.dtype)
+        if self._clipped:
+            m -= pre0 > 0
+        return m
+
+    def _f_from(self, h: Any, pre0: Any, pre: Any) -> Any:
+        xp = array_namespace(h)
+        p = self.params
+        out = xp.matmul(self._phi(pre0, pre), p["W1"].T)
+        out += p["a"] * h
+        out += p["h1"]
+        return out
+
+    def _P(self) -> Any:
+        """``P (L, M²)``, ``P[j, i*M + k] = W1[i, j] W2[j, k]``: all J_t are ``m_t @ P``."""
+
+        def compute() -> Any:
+            W1, W2 = self.params["W1"], self.params["W2"]
+            xp = array_namespace(W1)
+            L, M = W2.shape
+            return xp.ascontiguousarray(xp.einsum("ij,jk->jik", W1, W2).reshape(L, M * M))
+
+        return self.cached("P", compute)
+
+    def _C(self) -> Any:
+        """``C (L, M)``, ``C[j, i] = W1[i, j] W2[j, i]``: diag(J_t) = a + m_t @ C."""
+        return self.cached("C", lambda: (self.params["W1"] * self.params["W2"].T).T.copy())
+
+    def _J_from_mask(self, m: Any) -> Any:
+        xp = array_namespace(m)
+        return _add_diagonal(xp.matmul(m, self._P()), self.params["a"], self.state_dim)
+
+    # -- the protocol -----------------------------------------------------------------------
+    def f(self, h: Any, x: Any = None) -> Any:
+        r""":math:`f(z) = a \odot z + W_1 \phi(z) + h_1` (``x`` is ignored). Shape ``(..., M)``."""
+        pre0, pre = self._pre(h)
+        return self._f_from(h, pre0, pre)
+
+    def jacobian(self, h: Any, x: Any = None) -> Any:
+        r""":math:`J = \operatorname{diag}(a) + W_1 \operatorname{diag}(m) W_2`, ``(..., M, M)``.
+
+        Formed for all leading axes at once as ``m @ P`` (MATH.md §3), ``P`` cached.
+        """
+        return self._J_from_mask(self._mask(*self._pre(h)))
+
+    def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
+        """:math:`f` and :math:`J` from one evaluation of the pre-activations."""
+        pre0, pre = self._pre(h)
+        return self._f_from(h, pre0, pre), self._J_from_mask(self._mask(pre0, pre))
+
+    def diagonal_jacobian(self, h: Any, x: Any = None) -> Any:
+        r""":math:`\operatorname{diag} J = a + m\,C`, :math:`C_{ji} = (W_1)_{ij} (W_2)_{ji}`."""
+        xp = array_namespace(h)
+        return xp.matmul(self._mask(*self._pre(h)), self._C()) + self.params["a"]
+
+    def f_and_diagonal_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
+        """:math:`f` and :math:`\\operatorname{diag} J` from one evaluation of the pre-activations."""
+        xp = array_namespace(h)
+        pre0, pre = self._pre(h)
+        d = xp.matmul(self._mask(pre0, pre), self._C()) + self.params["a"]
+        return self._f_from(h, pre0, pre), d
+
+    def jvp(self, h: Any, x: Any, v: Any) -> Any:
+        r""":math:`J v = a \odot v + W_1 (m \odot W_2 v)`, matrix-free, O(M L) per step."""
+        xp = array_namespace(h, v)
+        p = self.params
+        m = self._mask(*self._pre(h))
+        out = xp.matmul(m * xp.matmul(v, p["W2"].T), p["W1"].T)
+        out += p["a"] * v
+        return out
+
+    def vjp_h(self, h: Any, x: Any, u: Any) -> Any:
+        r""":math:`J^\top u = a \odot u + W_2^\top (m \odot W_1^\top u)`, matrix-free."""
+        xp = array_namespace(h, u)
+        p = self.params
+        m = self._mask(*self._pre(h))
+        out = xp.matmul(m * xp.matmul(u, p["W1"]), p["W2"])
+        out += p["a"] * u
+        return out
+
+    def vjp_params(self, h: Any, x: Any, u: Any) -> Params:
+        r""":math:`\sum (\partial f/\partial\theta)^\top u` over all leading axes.
+
+        With :math:`s = W_1^\top u`: :math:`\bar a = \sum u \odot z`,
+        :math:`\bar W_1 = \sum u \phi^\top`, :math:`\bar h_1 = \sum u`,
+        :math:`\bar h_2 = \sum 1[p > 0] \odot s`, :math:`\bar W_2 = \sum (m \odot s) z^\top`.
+        """
+        xp = array_namespace(h, u)
+        p = self.params
+        M = self.state_dim
+        h, u = xp.broadcast_arrays(h, u)
+        hf, uf = h.reshape(-1, M), u.reshape(-1, M)
+        pre0, pre = self._pre(hf)
+        s = xp.matmul(uf, p["W1"])
+        s_on = s * (pre > 0)
+        s_m = s * self._mask(pre0, pre) if self._clipped else s_on
+        return Params(
+            a=xp.sum(uf * hf, axis=0),
+            W1=xp.matmul(uf.T, self._phi(pre0, pre)),
+            W2=xp.matmul(s_m.T, hf),
+            h1=xp.sum(uf, axis=0),
+            h2=xp.sum(s_on, axis=0),
+        )
+
+    def sequential(self, h0: Any, inputs: Any, T: int) -> Any:
+        """The trajectory ``(..., T, M)`` from ``h0 (..., M)``, stepped by a compiled loop.
+
+        Computes in the dtype of ``h0`` (the parameters are cast to it) and returns that dtype.
+        Non-NumPy arrays fall back to the generic loop of :class:`Model`.
+        """
+        M = self.state_dim
+        if not _numpy_float(h0, M) or not isinstance(self.params["a"], np.ndarray):
+            return super().sequential(h0, inputs, T)
+        T = int(T)
+        dtype = h0.dtype
+        a, W1, W2T, h1, h2 = self.cached(
+            f"numba:{dtype}",
+            lambda: tuple(
+                np.ascontiguousarray(v, dtype=dtype)
+                for v in (
+                    self.params["a"],
+                    self.params["W1"],
+                    self.params["W2"].T,
+                    self.params["h1"],
+                    self.params["h2"],
+                )
+            ),
+        )
+        batch = h0.shape[:-1]
+        h0f = np.ascontiguousarray(h0.reshape(-1, M))
+        out = np.empty((h0f.shape[0], T, M), dtype=dtype)
+        if out.size:
+            _plrnn_numba.shplrnn_sequential(a, W1, W2T, h1, h2, self._clipped, h0f, out)
+        return out.reshape(*batch, T, M)
+
+
+class ShPLRNN(_ShPLRNNBase):
+    r"""Shallow PLRNN: :math:`z_t = a \odot z_{t-1} + W_1 \operatorname{relu}(W_2 z_{t-1} + h_2) + h_1`.
+
+    Jacobian :math:`J = \operatorname{diag}(a) + W_1 \operatorname{diag}(1[W_2 z + h_2 > 0]) W_2`.
+
+    Parameters
+    ----------
+    latent : M, the state dimension.
+    hidden : L, the hidden width.
+    seed : seed or ``numpy.random.Generator`` of the initialisation (MATH.md §5):
+        :math:`a = \operatorname{diag}(K)/\lambda_{\max}(K)`, :math:`K = R^\top R/M + I`,
+        :math:`R \sim N(0, 1)^{M\times M}`; :math:`W_1 \sim U(\pm 1/\sqrt L)`,
+        :math:`W_2 \sim U(\pm 1/\sqrt M)`, :math:`h_1 = 0`, :math:`h_2 = 0` (drawn in this order).
+    dtype : float64 (default) or float32; with ``params``, defaults to their dtype.
+    params : explicit arrays ``a (M,), W1 (M, L), W2 (L, M), h1 (M,), h2 (L,)`` instead of the
+        random initialisation (see also :meth:`from_params`).
+
+    The model has no inputs: ``x`` is ignored.
+    """
+
+
+class ClippedShPLRNN(_ShPLRNNBase):
+    r"""Clipped shPLRNN, bounded for :math:`|a_i| < 1`.
+
+    .. math::
+
+        z_t = a \odot z_{t-1} + W_1 [\operatorname{relu}(W_2 z_{t-1} + h_2)
+              - \operatorname{relu}(W_2 z_{t-1})] + h_1,
+
+    :math:`J = \operatorname{diag}(a) + W_1 \operatorname{diag}(1[W_2 z + h_2 > 0]
+    - 1[W_2 z > 0]) W_2`.
+
+    Parameters are those of :class:`ShPLRNN`; the initialisation differs only in
+    :math:`h_2 \sim U(\pm 1/\sqrt L)` (drawn last).
+    """
+
+    _clipped = True
+
+
+class ALRNN(Model):
+    r"""Almost-linear RNN: :math:`z_t = a \odot z_{t-1} + W \Phi(z_{t-1}) + h`.
+
+    :math:`\Phi` is the identity on the first ``M - P`` units and relu on the last ``P``;
+    :math:`J = \operatorname{diag}(a) + W \operatorname{diag}(\Phi'(z))`,
+    :math:`\Phi'(z) = (1, \dots, 1, 1[z_{M-P+1} > 0], \dots, 1[z_M > 0])`.
+
+    Parameters
+    ----------
+    latent : M, the state dimension.
+    relu_units : P, the number of piecewise-linear units (0 ≤ P ≤ M).
+    seed : seed or ``numpy.random.Generator`` of the initialisation (pitsolve's choice, by
+        analogy with the shPLRNN): :math:`a = \operatorname{diag}(K)/\lambda_{\max}(K)` as there,
+        :math:`W \sim U(\pm 1/\sqrt M)` with zero diagonal (``a`` is the self-coupling),
+        :math:`h = 0` (drawn in this order).
+    dtype : float64 (default) or float32; with ``params``, defaults to their dtype.
+    params : explicit arrays ``a (M,), W (M, M), h (M,)`` (see also :meth:`from_params`).
+
+    The model has no inputs: ``x`` is ignored.
+    """
+
+    def __init__(
+        self,
+        latent: int,
+        relu_units: int,
+        *,
+        seed: int | np.random.Generator | None = 0,
+        dtype: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ):
+        M = check_positive_int(latent, "latent")
+        if isinstance(relu_units, bool) or not isinstance(relu_units, (int, np.integer)):
+            raise TypeError(f"relu_units must be an integer, got {type(relu_units).__name__}")
+        if not 0 <= relu_units <= M:
+            raise ValueError(f"relu_units must satisfy 0 ≤ relu_units ≤ latent={M}, got {relu_units}")
+        self.relu_units = int(relu_units)
+        shapes = {"a": (M,), "W": (M, M), "h": (M,)}
+        if params is not None:
+            p = _check_params(params, shapes, "ALRNN", dtype)
+        else:
+            rng = np.random.default_rng(seed)
+            a = _diag_scaled_init(rng, M)
+            W = rng.uniform(-1 / np.sqrt(M), 1 / np.sqrt(M), (M, M))
+            np.fill_diagonal(W, 0.0)
+            p = Params(a=a, W=W, h=np.zeros(M)).astype(np.float64 if dtype is None else dtype)
+        super().__init__(p, state_dim=M, input_dim=0)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], relu_units: int, *, dtype: Any = None) -> ALRNN:
+        """The model with the given arrays ``a (M,), W (M, M), h (M,)`` and ``P = relu_units``."""
+        if "a" not in params:
+            raise ValueError("ALRNN params must include 'a'")
+        return cls(np.shape(params["a"])[0], relu_units, params=params, dtype=dtype)
+
+    @property
+    def latent_dim(self) -> int:
+        """M, the latent (state) dimension."""
+        return self.state_dim
+
+    def __repr__(self) -> str:
+        return f"ALRNN(latent={self.state_dim}, relu_units={self.relu_units}, dtype={self.dtype})"
+
+    # -- pieces -----------------------------------------------------------------------------
+    def _phi(self, z: Any) -> Any:
+        xp = array_namespace(z)
+        lin = self.state_dim - self.relu_units
+        phi = z.copy()
+        phi[..., lin:] = xp.maximum(z[..., lin:], 0)
+        return phi
+
+    def _dphi(self, z: Any) -> Any:
+        r""":math:`\Phi'(z)`: ones, then ``1[z > 0]`` on the relu units (float dtype)."""
+        xp = array_namespace(z)
+        lin = self.state_dim - self.relu_units
+        d = xp.ones(z.shape, dtype=z.dtype)
+        d[..., lin:] = z[..., lin:] > 0
+        return d
+
+    def _diagW(self) -> Any:
+        xp = array_namespace(self.params["W"])
+        return self.cached("diagW", lambda: xp.diagonal(self.params["W"]).copy())
+
+    def _f_from(self, z: Any, phi: Any) -> Any:
+        xp = array_namespace(z)
+        p = self.params
+        out = xp.matmul(phi, p["W"].T)
+        out += p["a"] * z
+        out += p["h"]
+        return out
+
+    def _J_from(self, d: Any) -> Any:
+        M = self.state_dim
+        J = self.params["W"] * d[..., None, :]
+        return _add_diagonal(J.reshape(*J.shape[:-2], M * M), self.params["a"], M)
+
+    # -- the protocol -----------------------------------------------------------------------
+    def f(self, h: Any, x: Any = None) -> Any:
+        r""":math:`f(z) = a \odot z + W \Phi(z) + h` (``x`` is ignored). Shape ``(..., M)``."""
+        return self._f_from(h, self._phi(h))
+
+    def jacobian(self, h: Any, x: Any = None) -> Any:
+        r""":math:`J = \operatorname{diag}(a) + W \operatorname{diag}(\Phi'(z))`, ``(..., M, M)``."""
+        return self._J_from(self._dphi(h))
+
+    def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
+        """:math:`f` and :math:`J` together."""
+        return self._f_from(h, self._phi(h)), self._J_from(self._dphi(h))
+
+    def diagonal_jacobian(self, h: Any, x: Any = None) -> Any:
+        r""":math:`\operatorname{diag} J = a + \operatorname{diag}(W) \odot \Phi'(z)`."""
+        return self.params["a"] + self._diagW() * self._dphi(h)
+
+    def jvp(self, h: Any, x: Any, v: Any) -> Any:
+        r""":math:`J v = a \odot v + W (\Phi'(z) \odot v)`, matrix-free."""
+        xp = array_namespace(h, v)
+        out = xp.matmul(self._dphi(h) * v, self.params["W"].T)
+        out += self.params["a"] * v
+        return out
+
+    def vjp_h(self, h: Any, x: Any, u: Any) -> Any:
+        r""":math:`J^\top u = a \odot u + \Phi'(z) \odot W^\top u`, matrix-free."""
+        xp = array_namespace(h, u)
+        out = self._dphi(h) * xp.matmul(u, self.params["W"])
+        out += self.params["a"] * u
+        return out
+
+    def vjp_params(self, h: Any, x: Any, u: Any) -> Params:
+        r""":math:`\bar a = \sum u \odot z`, :math:`\bar W = \sum u \Phi(z)^\top`,
+        :math:`\bar h = \sum u`, summed over all leading axes."""
+        xp = array_namespace(h, u)
+        M = self.state_dim
+        h, u = xp.broadcast_arrays(h, u)
+        hf, uf = h.reshape(-1, M), u.reshape(-1, M)
+        return Params(
+            a=xp.sum(uf * hf, axis=0),
+            W=xp.matmul(uf.T, self._phi(hf)),
+            h=xp.sum(uf, axis=0),
+        )
+
+    def sequential(self, h0: Any, inputs: Any, T: int) -> Any:
+        """The trajectory ``(..., T, M)`` from ``h0 (..., M)``, stepped by a compiled loop.
+
+        Computes in the dtype of ``h0`` (the parameters are cast to it) and returns that dtype.
+        Non-NumPy arrays fall back to the generic loop of :class:`Model`.
+        """
+        M = self.state_dim
+        if not _numpy_float(h0, M) or not isinstance(self.params["a"], np.ndarray):
+            return super().sequential(h0, inputs, T)
+        T = int(T)
+        dtype = h0.dtype
+        a, WT, h = self.cached(
+            f"numba:{dtype}",
+            lambda: tuple(
+                np.ascontiguousarray(v, dtype=dtype)
+                for v in (self.params["a"], self.params["W"].T, self.params["h"])
+            ),
+        )
+        batch = h0.shape[:-1]
+        h0f = np.ascontiguousarray(h0.reshape(-1, M))
+        out = np.empty((h0f.shape[0], T, M), dtype=dtype)
+        if out.size:
+            _plrnn_numba.alrnn_sequential(a, WT, h, self.relu_units, h0f, out)
+        return out.reshape(*batch, T, M)

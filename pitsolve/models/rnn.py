@@ -1,0 +1,499 @@
+r"""Classic recurrent networks with hand-derived derivatives: Elman and GRU.
+
+Both are written against the array namespace of the state (NumPy or CuPy), batched over any
+leading axes, and compute in the floating dtype of their array arguments (parameters are cast
+once per dtype and cached). ``sequential`` runs a compiled Numba loop on NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_positive_int
+from ..backends import array_namespace
+from .base import Model, Params
+
+__all__ = ["GRU", "Elman"]
+
+
+# -- helpers shared by the built-in models (rnn, ssm, ode) ------------------------------------
+
+
+def _compute_dtype(*arrays: Any) -> np.dtype:
+    """The dtype the model computes in: that of its array arguments (float32 or float64)."""
+    return np.result_type(*[a.dtype for a in arrays if a is not None])
+
+
+def _arrays(obj: Any, xp: Any, dtype: Any) -> dict[str, Any]:
+    """``obj.params`` as ``xp`` arrays of ``dtype``, cached per (namespace, dtype)."""
+    dtype = np.dtype(dtype)
+    key = f"params:{xp.__name__}:{dtype.str}"
+    return obj.cached(key, lambda: {k: xp.asarray(v, dtype=dtype) for k, v in obj.params.items()})
+
+
+def _derived(obj: Any, name: str, xp: Any, dtype: Any, compute: Any) -> Any:
+    """A parameter-derived array ``compute(p)`` cached per (namespace, dtype)."""
+    dtype = np.dtype(dtype)
+    key = f"{name}:{xp.__name__}:{dtype.str}"
+    return obj.cached(key, lambda: compute(_arrays(obj, xp, dtype)))
+
+
+def _sigmoid(xp: Any, a: Any) -> Any:
+    r""":math:`\sigma(a) = 1/(1+e^{-a})`, evaluated without overflow for any ``a``."""
+    e = xp.exp(-xp.abs(a))
+    s = 1 / (1 + e)
+    return xp.where(a >= 0, s, e * s)
+
+
+def _outer_sum(xp: Any, g: Any, a: Any) -> Any:
+    r""":math:`\sum_{\ldots} g \otimes a` over all leading (broadcast) axes: ``(G, A)``."""
+    lead = np.broadcast_shapes(g.shape[:-1], a.shape[:-1])
+    g = xp.broadcast_to(g, (*lead, g.shape[-1])).reshape(-1, g.shape[-1])
+    a = xp.broadcast_to(a, (*lead, a.shape[-1])).reshape(-1, a.shape[-1])
+    return xp.matmul(g.T, a)
+
+
+def _lead_sum(xp: Any, g: Any) -> Any:
+    """Sum over all leading axes: ``(..., n) -> (n,)``."""
+    return g.reshape(-1, g.shape[-1]).sum(axis=0)
+
+
+def _broadcast_lead(xp: Any, a: Any, *others: Any) -> Any:
+    """``a`` broadcast (as a fresh array) to the leading axes it shares with ``others``."""
+    lead = np.broadcast_shapes(a.shape[:-1], *[o.shape[:-1] for o in others if o is not None])
+    if tuple(lead) == tuple(a.shape[:-1]):
+        return a
+    return xp.broadcast_to(a, (*lead, a.shape[-1])).copy()
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _check_inputs_count(n: Any, name: str = "inputs", *, allow_zero: bool = True) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(n).__name__} {n!r}")
+    if n < (0 if allow_zero else 1):
+        bound = "≥ 0" if allow_zero else "≥ 1"
+        raise ValueError(f"{name} must be an integer {bound}, got {n}")
+    return int(n)
+
+
+def _given_params(
+    cls_name: str, params: Mapping[str, Any], shapes: dict[str, tuple[int, ...]], dtype: np.dtype
+) -> dict[str, np.ndarray]:
+    """Explicit parameters: exactly the names in ``shapes``, with those shapes, cast to dtype."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of names to arrays, got {type(params).__name__}")
+    names, given = list(shapes), set(params)
+    if given != set(names):
+        missing, extra = sorted(set(names) - given), sorted(given - set(names))
+        raise ValueError(
+            f"{cls_name} params must have exactly the names {names}; "
+            f"missing {missing}, unexpected {extra}"
+        )
+    out = {}
+    for k in names:
+        v = params[k]
+        shape = tuple(getattr(v, "shape", np.shape(v)))
+        if shape != shapes[k]:
+            raise ValueError(f"params[{k!r}] must have shape {shapes[k]}, got {shape}")
+        if hasattr(v, "dtype") and np.dtype(v.dtype).kind not in "fiu":
+            raise TypeError(f"params[{k!r}] must be a float array, got dtype {v.dtype}")
+        out[k] = v.astype(dtype) if hasattr(v, "astype") else np.asarray(v, dtype=dtype)
+    return out
+
+
+def _check_x(model: Model, x: Any) -> Any:
+    """``x`` if the model has inputs (then required), else ``None``."""
+    if model.input_dim == 0:
+        if x is not None and x.shape[-1] != 0:
+            raise ValueError(f"{type(model).__name__} has no inputs; got x of shape {x.shape}")
+        return None
+    if x is None:
+        raise ValueError(f"{type(model).__name__} needs inputs x of size {model.input_dim}")
+    return x
+
+
+def _sequential_setup(model: Model, h0: Any, inputs: Any, T: int) -> tuple[Any, Any, tuple]:
+    """Validate and flatten ``h0`` to ``(B, D)`` and ``inputs`` to ``(B, T, N_x)`` or None."""
+    T = check_positive_int(T, "T")
+    if h0.shape[-1] != model.state_dim:
+        raise ValueError(f"h0 must have last axis {model.state_dim}, got shape {h0.shape}")
+    inputs = _check_x(model, inputs)
+    lead = tuple(h0.shape[:-1])
+    if inputs is not None:
+        if inputs.ndim < 2 or inputs.shape[-2] < T:
+            raise ValueError(f"inputs must have shape (..., T≥{T}, N_x), got {inputs.shape}")
+        inputs = inputs[..., :T, :].astype(h0.dtype, copy=False)
+        lead = tuple(np.broadcast_shapes(lead, inputs.shape[:-2]))
+        inputs = np.broadcast_to(inputs, (*lead, *inputs.shape[-2:])).reshape(
+            -1, T, inputs.shape[-1]
+        )
+    H0 = np.ascontiguousarray(np.broadcast_to(h0, (*lead, h0.shape[-1])).reshape(-1, h0.shape[-1]))
+    return H0, inputs, lead
+
+
+# -- Elman -------------------------------------------------------------------------------------
+
+
+class Elman(Model):
+    r"""Elman network :math:`h_t = \tanh(W h_{t-1} + U x_t + b)`.
+
+    Jacobian :math:`J = \operatorname{diag}(1 - h_t^2)\, W` (dense). The JVP
+    :math:`(1-h_t^2) \odot (W v)` and VJP :math:`W^\top ((1-h_t^2) \odot u)` never form
+    :math:`J`.
+
+    Parameters
+    ----------
+    state : D, the number of hidden units.
+    inputs : N_x, the input size (0 for an autonomous network; then ``U`` has shape ``(D, 0)``).
+    seed : seed of ``numpy.random.default_rng`` for the initialisation.
+    dtype : float32 or float64.
+    params : optional mapping with exactly ``"W"`` ``(D, D)``, ``"U"`` ``(D, N_x)``, ``"b"``
+        ``(D,)``; replaces the random initialisation.
+
+    Notes
+    -----
+    Initialisation (in this order from one generator): :math:`W \sim \mathcal N(0, 0.9^2/D)`,
+    whose spectral radius tends to 0.9 as D grows (circular law);
+    :math:`U \sim \mathcal N(0, 1/N_x)`; :math:`b = 0`. ``Elman(256, 8, seed=0)`` is the
+    ``elman_256`` benchmark model.
+    """
+
+    def __init__(
+        self,
+        state: int,
+        inputs: int = 0,
+        *,
+        seed: int | None = 0,
+        dtype: Any = np.float64,
+        params: Mapping[str, Any] | None = None,
+    ):
+        D = check_positive_int(state, "state")
+        N = _check_inputs_count(inputs)
+        dt = _check_dtype(dtype)
+        shapes = {"W": (D, D), "U": (D, N), "b": (D,)}
+        if params is None:
+            rng = np.random.default_rng(seed)
+            arrays = {
+                "W": rng.normal(0.0, 0.9 / np.sqrt(D), size=(D, D)),
+                "U": rng.normal(0.0, 1.0 / np.sqrt(N), size=(D, N)) if N else np.zeros((D, 0)),
+                "b": np.zeros(D),
+            }
+            arrays = {k: v.astype(dt) for k, v in arrays.items()}
+        else:
+            arrays = _given_params("Elman", params, shapes, dt)
+        super().__init__(Params(arrays), state_dim=D, input_dim=N)
+
+    # pre-activation and output
+    def _out(self, h: Any, x: Any) -> tuple[Any, Any, dict[str, Any]]:
+        xp = array_namespace(h, x)
+        x = _check_x(self, x)
+        p = _arrays(self, xp, _compute_dtype(h, x))
+        a = xp.matmul(h, p["W"].T)
+        if x is not None:
+            a = a + xp.matmul(x, p["U"].T)
+        return xp, xp.tanh(a + p["b"]), p
+
+    def f(self, h: Any, x: Any = None) -> Any:
+        r""":math:`\tanh(W h + U x + b)`, shape ``(..., D)``."""
+        return self._out(h, x)[1]
+
+    def jacobian(self, h: Any, x: Any = None) -> Any:
+        r""":math:`J = \operatorname{diag}(1 - f^2)\, W`, shape ``(..., D, D)``."""
+        return self.f_and_jacobian(h, x)[1]
+
+    def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
+        r""":math:`f` and :math:`J = \operatorname{diag}(1 - f^2)\, W` from one evaluation."""
+        xp, y, p = self._out(h, x)
+        return y, (1 - y * y)[..., :, None] * p["W"]
+
+    def diagonal_jacobian(self, h: Any, x: Any = None) -> Any:
+        r""":math:`\operatorname{diag} J = (1 - f^2) \odot \operatorname{diag} W`."""
+        return self.f_and_diagonal_jacobian(h, x)[1]
+
+    def f_and_diagonal_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
+        r""":math:`f` and :math:`(1 - f^2) \odot \operatorname{diag} W`."""
+        xp, y, p = self._out(h, x)
+        dW = _derived(self, "diagW", xp, y.dtype, lambda q: xp.diagonal(q["W"]).copy())
+        return y, (1 - y * y) * dW
+
+    def jvp(self, h: Any, x: Any, v: Any) -> Any:
+        r""":math:`J v = (1 - f^2) \odot (W v)`."""
+        xp, y, p = self._out(h, x)
+        return (1 - y * y) * xp.matmul(v, p["W"].T)
+
+    def vjp_h(self, h: Any, x: Any, u: Any) -> Any:
+        r""":math:`J^\top u = W^\top ((1 - f^2) \odot u)`."""
+        xp, y, p = self._out(h, x)
+        return xp.matmul((1 - y * y) * u, p["W"])
+
+    def vjp_params(self, h: Any, x: Any, u: Any) -> Params:
+        r"""With :math:`g = (1-f^2) \odot u`: :math:`\bar W = \sum g h^\top`,
+        :math:`\bar U = \sum g x^\top`, :math:`\bar b = \sum g` (sums over all leading axes)."""
+        xp, y, p = self._out(h, x)
+        g = (1 - y * y) * u
+        x = _check_x(self, x)
+        if x is None:
+            dU = xp.zeros(p["U"].shape, dtype=g.dtype)
+        else:
+            dU = _outer_sum(xp, g, x)
+        return Params(W=_outer_sum(xp, g, h), U=dU, b=_lead_sum(xp, _broadcast_lead(xp, g, h, x)))
+
+    def vjp_inputs(self, h: Any, x: Any, u: Any) -> Any:
+        r""":math:`(\partial f/\partial x)^\top u = U^\top ((1 - f^2) \odot u)`."""
+        if self.input_dim == 0:
+            return None
+        xp, y, p = self._out(h, x)
+        return xp.matmul((1 - y * y) * u, p["U"])
+
+    def sequential(self, h0: Any, inputs: Any, T: int) -> Any:
+        """The trajectory ``(..., T, D)``; a compiled loop on NumPy arrays (dtype of ``h0``)."""
+        xp = array_namespace(h0, inputs)
+        if xp is not np:
+            return super().sequential(h0, inputs, T)
+        from . import _rnn_numba
+
+        H0, X, lead = _sequential_setup(self, h0, inputs, T)
+        p = _arrays(self, np, H0.dtype)
+        WT = _derived(self, "WT", np, H0.dtype, lambda q: np.ascontiguousarray(q["W"].T))
+        out = np.empty((H0.shape[0], T, self.state_dim), dtype=H0.dtype)
+        if X is None:
+            out[...] = p["b"]
+        else:
+            np.matmul(X, p["U"].T, out=out)
+            out += p["b"]
+        _rnn_numba.elman_loop(WT, H0, out)
+        return out.reshape(*lead, T, self.state_dim)
+
+
+# -- GRU ---------------------------------------------------------------------------------------
+
+
+class GRU(Model):
+    r"""Gated recurrent unit (Cho et al. 2014), reset gate applied before :math:`W_n`:
+
+    .. math::
+
+        z &= \sigma(W_z h + U_z x + b_z), \qquad r = \sigma(W_r h + U_r x + b_r), \\
+        n &= \tanh(W_n (r \odot h) + U_n x + b_n), \\
+        h' &= (1 - z) \odot n + z \odot h.
+
+    (PyTorch's ``nn.GRU`` applies :math:`r` after :math:`W_n`; this is the original variant.)
+
+    With :math:`a_z = (h - n) \odot z(1-z)`, :math:`a_n = (1-z) \odot (1-n^2)` and
+    :math:`c = h \odot r(1-r)` the Jacobian is
+
+    .. math::
+
+        J = \operatorname{diag}(z) + \operatorname{diag}(a_z) W_z
+            + \operatorname{diag}(a_n) W_n \left(\operatorname{diag}(r)
+            + \operatorname{diag}(c) W_r\right).
+
+    Parameters
+    ----------
+    state : D, the number of hidden units.
+    inputs : N_x, the input size (0: autonomous; the ``U`` matrices then have shape ``(D, 0)``).
+    seed : seed of ``numpy.random.default_rng`` for the initialisation.
+    dtype : float32 or float64.
+    params : optional mapping with exactly ``"Wz","Uz","bz","Wr","Ur","br","Wn","Un","bn"``
+        (``W*`` ``(D, D)``, ``U*`` ``(D, N_x)``, ``b*`` ``(D,)``).
+
+    Notes
+    -----
+    Initialisation as PyTorch's: every parameter :math:`\sim \mathcal U(-1/\sqrt D, 1/\sqrt D)`,
+    drawn in the order of the names above.
+    """
+
+    _NAMES = ("Wz", "Uz", "bz", "Wr", "Ur", "br", "Wn", "Un", "bn")
+
+    def __init__(
+        self,
+        state: int,
+        inputs: int = 0,
+        *,
+        seed: int | None = 0,
+        dtype: Any = np.float64,
+        params: Mapping[str, Any] | None = None,
+    ):
+        D = check_positive_int(state, "state")
+        N = _check_inputs_count(inputs)
+        dt = _check_dtype(dtype)
+        shapes = {}
+        for gate in "zrn":
+            shapes |= {f"W{gate}": (D, D), f"U{gate}": (D, N), f"b{gate}": (D,)}
+        if params is None:
+            rng = np.random.default_rng(seed)
+            k = 1.0 / np.sqrt(D)
+            arrays = {n: rng.uniform(-k, k, size=s).astype(dt) for n, s in shapes.items()}
+        else:
+            arrays = _given_params("GRU", params, shapes, dt)
+        super().__init__(Params(arrays), state_dim=D, input_dim=N)
+
+    # stacked parameters: one matmul for both gates and one for all input projections
+    def _stacked(self, xp: Any, dtype: Any) -> dict[str, Any]:
+        def build(p: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "Wzr": xp.concatenate([p["Wz"], p["Wr"]], axis=0),
+                "U": xp.concatenate([p["Uz"], p["Ur"], p["Un"]], axis=0),
+                "b": xp.concatenate([p["bz"], p["br"], p["bn"]]),
+            }
+
+        return _derived(self, "stacked", xp, dtype, build)
+
+    def _gates(self, h: Any, x: Any) -> tuple[Any, dict[str, Any], Any, Any, Any]:
+        """``xp, params, z, r, n`` at ``(h, x)``."""
+        xp = array_namespace(h, x)
+        x = _check_x(self, x)
+        dtype = _compute_dtype(h, x)
+        p, s = _arrays(self, xp, dtype), self._stacked(xp, dtype)
+        D = self.state_dim
+        pre = s["b"] if x is None else xp.matmul(x, s["U"].T) + s["b"]
+        zr = xp.matmul(h, s["Wzr"].T) + pre[..., : 2 * D]
+        z = _sigmoid(xp, zr[..., :D])
+        r = _sigmoid(xp, zr[..., D:])
+        n = xp.tanh(xp.matmul(r * h, p["Wn"].T) + pre[..., 2 * D :])
+        return xp, p, z, r, n
+
+    def f(self, h: Any, x: Any = None) -> Any:
+        r""":math:`h' = (1 - z) \odot n + z \odot h`, shape ``(..., D)``."""
+        xp, p, z, r, n = self._gates(h, x)
+        return n + z * (h - n)
+
+    def jacobian(self, h: Any, x: Any = None) -> Any:
+        r"""Dense :math:`J` ``(..., D, D)`` (see the class docstring); O(D³) per step."""
+        return self.f_and_jacobian(h, x)[1]
+
+    def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
+        """f and its dense Jacobian from one evaluation of the gates."""
+        xp, p, z, r, n = self._gates(h, x)
+        D = self.state_dim
+        dh = h - n
+        az = dh * z * (1 - z)
+        an = (1 - z) * (1 - n * n)
+        c = h * r * (1 - r)
+        lead = np.broadcast_shapes(az.shape[:-1], c.shape[:-1])
+        Wn = p["Wn"]
+        # Wn diag(c) Wr for every step at once: one (… D, D) @ (D, D) product
+        WnC = xp.broadcast_to(Wn * c[..., None, :], (*lead, D, D))
+        M = xp.matmul(WnC.reshape(-1, D), p["Wr"]).reshape(*lead, D, D)
+        J = az[..., :, None] * p["Wz"] + an[..., :, None] * (Wn * r[..., None, :] + M)
+        idx = xp.arange(D)
+        J[..., idx, idx] += z
+        return n + z * dh, J
+
+    def diagonal_jacobian(self, h: Any, x: Any = None) -> Any:
+        r""":math:`\operatorname{diag} J = z + a_z \odot \operatorname{diag} W_z
+        + a_n \odot (r \odot \operatorname{diag} W_n + Q c)` with
+        :math:`Q_{ij} = (W_n)_{ij} (W_r)_{ji}`; O(D²) per step."""
+        return self.f_and_diagonal_jacobian(h, x)[1]
+
+    def f_and_diagonal_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
+        """f and the diagonal of its Jacobian."""
+        xp, p, z, r, n = self._gates(h, x)
+        dh = h - n
+        az = dh * z * (1 - z)
+        an = (1 - z) * (1 - n * n)
+        c = h * r * (1 - r)
+
+        def build(q: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "dz": xp.diagonal(q["Wz"]).copy(),
+                "dn": xp.diagonal(q["Wn"]).copy(),
+                "QT": (q["Wn"] * q["Wr"].T).T.copy(),
+            }
+
+        d = _derived(self, "diag", xp, z.dtype, build)
+        diag = z + az * d["dz"] + an * (r * d["dn"] + xp.matmul(c, d["QT"]))
+        return n + z * dh, diag
+
+    def jvp(self, h: Any, x: Any, v: Any) -> Any:
+        r""":math:`J v = (h-n) \odot \dot z + (1-z) \odot \dot n + z \odot v` with
+        :math:`\dot z = z(1-z) \odot W_z v`, :math:`\dot r = r(1-r) \odot W_r v`,
+        :math:`\dot n = (1-n^2) \odot W_n(\dot r \odot h + r \odot v)`."""
+        xp, p, z, r, n = self._gates(h, x)
+        D = self.state_dim
+        s = self._stacked(xp, z.dtype)
+        wv = xp.matmul(v, s["Wzr"].T)
+        dz = z * (1 - z) * wv[..., :D]
+        dr = r * (1 - r) * wv[..., D:]
+        dn = (1 - n * n) * xp.matmul(dr * h + r * v, p["Wn"].T)
+        return (h - n) * dz + (1 - z) * dn + z * v
+
+    def _pre_grads(self, h: Any, x: Any, u: Any) -> tuple[Any, dict, Any, Any, Any, Any]:
+        """Cotangents of the pre-activations of z, r, n, and of :math:`r \\odot h`."""
+        xp, p, z, r, n = self._gates(h, x)
+        gz = u * (h - n) * z * (1 - z)
+        gn = u * (1 - z) * (1 - n * n)
+        q = xp.matmul(gn, p["Wn"])  # cotangent of r ⊙ h
+        gr = q * h * r * (1 - r)
+        return xp, p, (z, r), gz, gr, (gn, q)
+
+    def vjp_h(self, h: Any, x: Any, u: Any) -> Any:
+        r""":math:`J^\top u = z \odot u + W_z^\top g_z + r \odot q + W_r^\top g_r` with
+        :math:`g_n = (1-z)(1-n^2) u`, :math:`q = W_n^\top g_n`, :math:`g_z = (h-n) z(1-z) u`,
+        :math:`g_r = r(1-r)\, h \odot q`."""
+        xp, p, (z, r), gz, gr, (gn, q) = self._pre_grads(h, x, u)
+        s = self._stacked(xp, z.dtype)
+        g = xp.concatenate(xp.broadcast_arrays(gz, gr), axis=-1)
+        return z * u + r * q + xp.matmul(g, s["Wzr"])
+
+    def vjp_params(self, h: Any, x: Any, u: Any) -> Params:
+        r""":math:`\bar W_z = \sum g_z h^\top`, :math:`\bar W_r = \sum g_r h^\top`,
+        :math:`\bar W_n = \sum g_n (r \odot h)^\top`, :math:`\bar U_\ast = \sum g_\ast x^\top`,
+        :math:`\bar b_\ast = \sum g_\ast` (sums over all leading axes)."""
+        xp, p, (z, r), gz, gr, (gn, q) = self._pre_grads(h, x, u)
+        x = _check_x(self, x)
+        D, N = self.state_dim, self.input_dim
+        G = xp.concatenate(xp.broadcast_arrays(gz, gr, gn), axis=-1)
+        dWzr = _outer_sum(xp, G[..., : 2 * D], h)
+        dWn = _outer_sum(xp, gn, r * h)
+        db = _lead_sum(xp, G)
+        dU = xp.zeros((3 * D, N), dtype=G.dtype) if x is None else _outer_sum(xp, G, x)
+        out = {}
+        for i, gate in enumerate("zrn"):
+            out[f"W{gate}"] = dWn if gate == "n" else dWzr[i * D : (i + 1) * D]
+            out[f"U{gate}"] = dU[i * D : (i + 1) * D]
+            out[f"b{gate}"] = db[i * D : (i + 1) * D]
+        return Params({k: out[k] for k in self._NAMES})
+
+    def vjp_inputs(self, h: Any, x: Any, u: Any) -> Any:
+        r""":math:`U_z^\top g_z + U_r^\top g_r + U_n^\top g_n`."""
+        if self.input_dim == 0:
+            return None
+        xp, p, (z, r), gz, gr, (gn, q) = self._pre_grads(h, x, u)
+        s = self._stacked(xp, z.dtype)
+        G = xp.concatenate(xp.broadcast_arrays(gz, gr, gn), axis=-1)
+        return xp.matmul(G, s["U"])
+
+    def sequential(self, h0: Any, inputs: Any, T: int) -> Any:
+        """The trajectory ``(..., T, D)``; a compiled loop on NumPy arrays (dtype of ``h0``)."""
+        xp = array_namespace(h0, inputs)
+        if xp is not np:
+            return super().sequential(h0, inputs, T)
+        from . import _rnn_numba
+
+        H0, X, lead = _sequential_setup(self, h0, inputs, T)
+        dtype = H0.dtype
+        p, s = _arrays(self, np, dtype), self._stacked(np, dtype)
+        if X is None:
+            pre = s["b"].reshape(1, 1, -1)
+        else:
+            pre = np.matmul(X, s["U"].T)
+            pre += s["b"]
+
+        def transposed(q: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+            Wzr = np.concatenate([q["Wz"], q["Wr"]], axis=0)
+            return np.ascontiguousarray(Wzr.T), np.ascontiguousarray(q["Wn"].T)
+
+        WzrT, WnT = _derived(self, "seqT", np, dtype, transposed)
+        out = np.empty((H0.shape[0], T, self.state_dim), dtype=dtype)
+        _rnn_numba.gru_loop(WzrT, WnT, H0, np.ascontiguousarray(pre), out)
+        return out.reshape(*lead, T, self.state_dim)

@@ -1,0 +1,160 @@
+"""Results of a solve: the :class:`Solution`, its :class:`ReturnCode` and statistics."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ReturnCode", "Solution", "SolverError", "Stats", "is_successful", "register_vjp"]
+
+# problem type -> function(solution, g) -> cotangents; filled by pitsolve.adjoint, which sits
+# above this module (so the rule is looked up, never imported from here).
+_VJP_RULES: dict[type, Callable[[Any, Any], Any]] = {}
+
+
+def register_vjp(problem_type: type) -> Callable:
+    """Decorator registering the adjoint rule ``rule(solution, g)`` of a problem type."""
+
+    def decorate(rule: Callable) -> Callable:
+        _VJP_RULES[problem_type] = rule
+        return rule
+
+    return decorate
+
+
+class ReturnCode(enum.Enum):
+    """How a solve ended. ``str(code)`` is an actionable message: what happened, why, what to do.
+
+    Test success only with :func:`is_successful`.
+    """
+
+    Success = "converged: the residual met the tolerance."
+    MaxIters = (
+        "stopped at maxiter before the residual met the tolerance; the best iterate is returned. "
+        "Raise maxiter, loosen rtol/atol, warm-start with h_init, or use a damped or forced "
+        "variant (DEER(damping=LevenbergMarquardt()), GTF) if the recurrence is not contracting."
+    )
+    Diverged = (
+        "diverged: the residual grew instead of shrinking (typical for expanding/chaotic "
+        "dynamics, where the linearised problems are ill-conditioned in T); the best iterate is "
+        "returned. Use damping (LineSearch, LevenbergMarquardt), teacher forcing (GTF), shorter "
+        "windows (Schwarz), or fallback='sequential'."
+    )
+    NonFinite = (
+        "non-finite values (NaN or Inf) appeared in the iterate or the model output; the best "
+        "finite iterate is returned. Check the model parameters and inputs for overflow, use "
+        "damping, or fallback='sequential'."
+    )
+    Stalled = (
+        "stalled: the iterate stopped changing before the residual met the tolerance (the "
+        "tolerance may be below what this floating-point precision can reach); use float64 or "
+        "loosen rtol/atol."
+    )
+    Failure = "failed for a reason given in the solution's stats['message']."
+
+    def __str__(self) -> str:
+        return f"ReturnCode.{self.name}: {self.value}"
+
+    @property
+    def message(self) -> str:
+        """The actionable message of this code."""
+        return self.value
+
+
+def is_successful(sol_or_code: Solution | ReturnCode) -> bool:
+    """True if a solution (or a return code) reports success. The only test for success."""
+    code = sol_or_code.retcode if isinstance(sol_or_code, Solution) else sol_or_code
+    if not isinstance(code, ReturnCode):
+        raise TypeError(f"expected a Solution or ReturnCode, got {type(sol_or_code).__name__}")
+    return code is ReturnCode.Success
+
+
+class SolverError(RuntimeError):
+    """Raised by ``solve(..., throw=True)`` when a solve does not succeed; carries the solution."""
+
+    def __init__(self, solution: Solution):
+        self.solution = solution
+        super().__init__(str(solution.retcode))
+
+
+@dataclass
+class Stats:
+    """Counters and timings of a solve.
+
+    Attributes
+    ----------
+    iterations : outer iterations (Newton / sweeps); 0 for direct methods.
+    residual_history : max-norm residual before each iteration (nonlinear solves).
+    function_evals, jacobian_evals, jvp_evals : model evaluations, each counting a whole trajectory.
+    scans : affine scans performed.
+    krylov_iterations : inner Krylov iterations in total.
+    wall_time : seconds spent in the solve.
+    peak_bytes : bytes of the largest work arrays allocated by the algorithm.
+    extra : algorithm-specific entries (e.g. ``"fallback"``, per-window statistics).
+    """
+
+    iterations: int = 0
+    residual_history: list[float] = field(default_factory=list)
+    function_evals: int = 0
+    jacobian_evals: int = 0
+    jvp_evals: int = 0
+    scans: int = 0
+    krylov_iterations: int = 0
+    wall_time: float = 0.0
+    peak_bytes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.extra:
+            return self.extra[key]
+        return getattr(self, key)
+
+    def as_dict(self) -> dict[str, Any]:
+        """All statistics as a plain dictionary (for logs and ``report.json``)."""
+        out = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        out.update(self.extra)
+        return out
+
+
+@dataclass
+class Solution:
+    """The result of :func:`pitsolve.solve`.
+
+    Attributes
+    ----------
+    states : array ``(..., T, D)``, the same array type and dtype as the problem's inputs.
+    retcode : how the solve ended (:class:`ReturnCode`); test with :func:`is_successful`.
+    stats : :class:`Stats`.
+    problem, algorithm : what was solved, and how.
+    converged : per-batch-element flags (array of shape ``batch``) where the algorithm reports
+        them, else ``None``.
+    """
+
+    states: Any
+    retcode: ReturnCode
+    stats: Stats
+    problem: Any
+    algorithm: Any
+    converged: Any = None
+
+    def vjp(self, g: Any) -> Any:
+        """Cotangents of a scalar loss L given ``g = dL/dstates``.
+
+        Returns an object whose attributes are the cotangents of the problem's inputs (for a
+        :class:`~pitsolve.LinearRecurrenceProblem`: ``.A``, ``.b``, ``.h0``).
+        """
+        rule = _VJP_RULES.get(type(self.problem))
+        if rule is None:
+            raise NotImplementedError(
+                f"no adjoint is registered for {type(self.problem).__name__}"
+            )
+        return rule(self, g)
+
+    def __repr__(self) -> str:
+        shape = getattr(self.states, "shape", None)
+        return (
+            f"Solution(retcode={self.retcode.name}, states.shape={shape}, "
+            f"iterations={self.stats.iterations}, algorithm={self.algorithm!r})"
+        )

@@ -1,0 +1,10 @@
+"""Public test helpers: derivative checks for any model, and the standard benchmark problems.
+
+``check_derivatives(model)`` compares every hand-derived derivative of a model with central
+finite differences; :mod:`pitsolve.testing.problems` builds the problems of ``BENCHMARKS.md``.
+"""
+
+from . import problems
+
+
+

@@ -1,0 +1,217 @@
+"""The common interface: problems validate input, solve dispatches, solutions report."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+import pitsolve as ps
+
+from . import naive
+from .strategies import affine_maps, scan_cases
+
+RNG = np.random.default_rng(0)
+
+
+def linear(batch=(2,), T=5, D=3, dense=False, dtype=np.float64):
+    return affine_maps(np.random.default_rng(0), batch, T, D, dense=dense, radius=0.9, dtype=dtype)
+
+
+# -- solve on linear problems ---------------------------------------------------------------
+ALGORITHMS = [
+    ps.Sequential(),
+    ps.Sequential(backend="numpy"),
+    ps.ParallelScan(),
+    ps.ParallelScan(chunk_size=3),
+    ps.ParallelScan(backend="numpy"),
+    ps.ParallelScan(method="logdepth"),
+]
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS, ids=repr)
+@given(case=scan_cases(max_T=40))
+def test_solve_linear_equals_loop(alg, case):
+    A, b, h0 = case
+    sol = ps.solve(ps.LinearRecurrenceProblem(A, b, h0), alg)
+    assert ps.is_successful(sol)
+    assert sol.states.dtype == b.dtype and sol.states.shape == b.shape
+    ref = naive.scan_forward(*(x.astype(np.float64) for x in (A, b, h0)))
+    tol = 1e-10 if b.dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(sol.states, ref, rtol=tol, atol=tol * (1 + np.abs(ref).max()))
+    assert sol.stats.scans == 1 and sol.stats.wall_time > 0
+    assert sol.problem is not None and sol.algorithm is alg
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("alg", [ps.Sequential(), ps.ParallelScan(chunk_size=2)], ids=repr)
+def test_linear_vjp_matches_finite_differences(dense, alg):
+    """sol.vjp(g) gives dL/dA, dL/db, dL/dh0 of L = ⟨g, h⟩ (central differences, float64)."""
+    A, b, h0 = linear(batch=(2,), T=6, D=3, dense=dense)
+    g = RNG.normal(size=b.shape)
+    cot = ps.solve(ps.LinearRecurrenceProblem(A, b, h0), alg).vjp(g)
+
+    def loss(A_, b_, h0_):
+        return np.sum(g * ps.solve(ps.LinearRecurrenceProblem(A_, b_, h0_), alg).states)
+
+    args = [A, b, h0]
+    for i, bar in enumerate([cot.A, cot.b, cot.h0]):
+        d = RNG.normal(size=args[i].shape)
+        eps = np.sqrt(np.finfo(float).eps) * max(1.0, np.abs(args[i]).max())
+        plus = [a + eps * d if j == i else a for j, a in enumerate(args)]
+        minus = [a - eps * d if j == i else a for j, a in enumerate(args)]
+        fd = (loss(*plus) - loss(*minus)) / (2 * eps)
+        assert np.isclose(np.sum(bar * d), fd, rtol=1e-6, atol=1e-8), (i, np.sum(bar * d), fd)
+
+
+def test_overflow_is_a_return_code_and_throw_raises():
+    A = np.full((1, 200, 1), 1e3)
+    b = np.ones((1, 200, 1))
+    prob = ps.LinearRecurrenceProblem(A, b, np.ones((1, 1)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        sol = ps.solve(prob, ps.ParallelScan())
+        assert sol.retcode is ps.ReturnCode.NonFinite and not ps.is_successful(sol)
+        assert "non-finite" in str(sol.retcode)
+        with pytest.raises(ps.SolverError) as info:
+            ps.solve(prob, ps.ParallelScan(), throw=True)
+    assert info.value.solution.retcode is ps.ReturnCode.NonFinite
+
+
+def test_init_step_finalize():
+    A, b, h0 = linear()
+    prob = ps.LinearRecurrenceProblem(A, b, h0)
+    state = ps.init(prob, ps.ParallelScan())
+    assert not state.done
+    ps.step(state)
+    assert state.done
+    sol = ps.finalize(state)
+    np.testing.assert_allclose(sol.states, ps.solve(prob, ps.Sequential()).states, atol=1e-12)
+
+
+def test_return_codes_carry_messages():
+    for code in ps.ReturnCode:
+        assert len(str(code)) > 30 and code.name in str(code)
+    assert ps.is_successful(ps.ReturnCode.Success)
+    assert not ps.is_successful(ps.ReturnCode.MaxIters)
+    with pytest.raises(TypeError):
+        ps.is_successful("Success")
+
+
+def test_algorithms_are_frozen_keyword_only():
+    alg = ps.ParallelScan(chunk_size=4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        alg.chunk_size = 8
+    with pytest.raises(TypeError):
+        ps.ParallelScan("numba")  # positional options are refused
+
+
+# -- invalid input: every error names the argument --------------------------------------------
+def test_linear_problem_validation():
+    A, b, h0 = linear(batch=(2,), T=5, D=3)
+    bad = {
+        "A": [(A[..., :2], ValueError), (A.astype(np.int64), TypeError),
+              (A.astype(np.complex128), TypeError)],
+        "b": [(b[:, :0], ValueError), (b[0, 0], ValueError), (b.astype(np.int32), TypeError)],
+        "h0": [(h0[:1], ValueError), (h0[:, :2], ValueError), (None, TypeError)],
+    }
+    for name, cases in bad.items():
+        for value, err in cases:
+            args = {"A": A, "b": b, "h0": h0, name: value}
+            with pytest.raises(err, match=name):
+                ps.LinearRecurrenceProblem(**args)
+
+
+@pytest.mark.parametrize("name", ["A", "b", "h0"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_input_is_rejected(name, bad):
+    args = dict(zip(["A", "b", "h0"], linear(), strict=True))
+    args[name] = args[name].copy()
+    args[name].flat[3] = bad
+    with pytest.raises(ValueError, match=f"{name} contains non-finite"):
+        ps.LinearRecurrenceProblem(**args)
+
+
+def test_mismatched_batch_axes_and_mixed_precision():
+    A, b, h0 = linear(batch=(2,))
+    with pytest.raises(ValueError, match="A must have shape"):
+        ps.LinearRecurrenceProblem(A[:1], b, h0)
+    prob = ps.LinearRecurrenceProblem(A.astype(np.float32), b, h0)
+    assert prob.dtype == np.float64  # mixed precision is promoted, never truncated
+    prob32 = ps.LinearRecurrenceProblem(*(x.astype(np.float32) for x in (A, b, h0)))
+    assert ps.solve(prob32, ps.ParallelScan()).states.dtype == np.float32
+
+
+def test_solve_rejects_bad_controls_and_algorithms():
+    prob = ps.LinearRecurrenceProblem(*linear())
+    with pytest.raises(TypeError, match="valid controls are"):
+        ps.solve(prob, ps.ParallelScan(), tolerance=1e-3)
+    with pytest.raises(ValueError, match="rtol"):
+        ps.solve(prob, ps.ParallelScan(), rtol=-1.0)
+    with pytest.raises(TypeError, match="maxiter"):
+        ps.solve(prob, ps.ParallelScan(), maxiter=2.5)
+    with pytest.raises(ValueError, match="maxiter"):
+        ps.solve(prob, ps.ParallelScan(), maxiter=0)
+    with pytest.raises(ValueError, match="fallback"):
+        ps.solve(prob, ps.ParallelScan(), fallback="magic")
+    with pytest.raises(ValueError, match="backend"):
+        ps.solve(prob, ps.ParallelScan(), backend="fortran")
+    with pytest.raises(TypeError, match="algorithm must be"):
+        ps.solve(prob, "deer")
+    with pytest.raises(ValueError, match="chunk_size"):
+        ps.ParallelScan(chunk_size=0)
+    with pytest.raises(ValueError, match="method"):
+        ps.ParallelScan(method="magic")
+    with pytest.raises(ValueError, match="backend"):
+        ps.Sequential(backend="gpu")
+    with pytest.raises(ValueError, match="cupy"):
+        ps.solve(prob, ps.ParallelScan(backend="cupy"))
+
+
+def test_unsupported_pair_is_a_clear_error():
+    class Model:
+        state_dim = 2
+
+        def f(self, h, x=None):
+            return h
+
+    prob = ps.RecurrenceProblem(Model(), np.zeros(2), T=3)
+    with pytest.raises(TypeError, match="cannot solve a RecurrenceProblem"):
+        ps.solve(prob, ps.ParallelScan())
+
+
+def test_recurrence_problem_validation():
+    class Model:
+        state_dim = 2
+        input_dim = 1
+
+        def f(self, h, x=None):
+            return h
+
+    m = Model()
+    x = np.zeros((3, 7, 1))
+    prob = ps.RecurrenceProblem(m, np.zeros((3, 2)), inputs=x)
+    assert prob.T == 7 and prob.batch_shape == (3,) and prob.D == 2
+    with pytest.raises(TypeError, match="model"):
+        ps.RecurrenceProblem(object(), np.zeros(2), T=3)
+    with pytest.raises(ValueError, match="state_dim"):
+        ps.RecurrenceProblem(m, np.zeros(3), inputs=np.zeros((4, 1)))
+    with pytest.raises(ValueError, match=r"T is required|inputs"):
+        ps.RecurrenceProblem(m, np.zeros(2))
+    with pytest.raises(ValueError, match="T=5 does not match"):
+        ps.RecurrenceProblem(m, np.zeros((3, 2)), inputs=x, T=5)
+    with pytest.raises(ValueError, match="batch axes"):
+        ps.RecurrenceProblem(m, np.zeros((2, 2)), inputs=x)
+    with pytest.raises(ValueError, match="T ≥ 1"):
+        ps.RecurrenceProblem(m, np.zeros((3, 2)), inputs=x[:, :0])
+    with pytest.raises(ValueError, match="T must be a positive"):
+        ps.RecurrenceProblem(m, np.zeros((3, 2)), inputs=x, T=0)
+    with pytest.raises(TypeError, match="T must be"):
+        ps.RecurrenceProblem(m, np.zeros((3, 2)), inputs=x, T=7.0)
+    with pytest.raises(ValueError, match="inputs contains non-finite"):
+        ps.RecurrenceProblem(m, np.zeros((3, 2)), inputs=np.full((3, 7, 1), np.nan))
+    with pytest.raises(TypeError, match="h0 must have dtype"):
+        ps.RecurrenceProblem(m, np.zeros((3, 2), dtype=int), inputs=x)
+    with pytest.raises(ValueError, match="input_dim"):
+        ps.RecurrenceProblem(m, np.zeros((3, 2)), inputs=np.zeros((3, 7, 2)))
