@@ -191,7 +191,9 @@ def step(state: SolverState) -> SolverState:
     """Advance a solve by one iteration (no-op once done)."""
     if not state.done:
         t0 = time.perf_counter()
-        state.step()
+        # overflow and NaN are detected by the solvers and reported as return codes
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            state.step()
         state.stats.wall_time += time.perf_counter() - t0
         cb = state.controls.callback
         if cb is not None and cb(state) is True and not state.done:

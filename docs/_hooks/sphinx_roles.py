@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ def on_config(config: Any, **kwargs: Any) -> None:
         import griffe
 
         root = Path(config["config_file_path"]).parent
-        package = griffe.load("pitsolve", search_paths=[str(root)], resolve_aliases=False)
+        package = griffe.load(
+            "pitsolve", search_paths=[str(root), *sys.path], resolve_aliases=False
+        )
     except Exception as exc:  # cross-references then stay plain code
         _log.info("sphinx_roles: could not index pitsolve (%s)", exc)
         return

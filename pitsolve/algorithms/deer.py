@@ -131,12 +131,24 @@ def _apply(J: Any, h: Any, xp: Any) -> Any:
     return xp.matmul(J, h[..., None])[..., 0]
 
 
+def truncate_at_nonfinite(delta: Any, xp: Any) -> Any:
+    """``delta`` with every step from the first non-finite one on set to zero.
+
+    The Newton update of steps before t depends only on steps before t (causality), so the
+    truncated direction is the exact Newton direction of the prefix problem: a line search
+    along it makes progress where the full direction overflowed.
+    """
+    finite = xp.isfinite(delta).all(axis=-1)
+    ok = xp.cumprod(finite, axis=-1).astype(bool)
+    return xp.where(ok[..., None], delta, 0.0)
+
+
 def initial_guess(problem: RecurrenceProblem, h_init: Any) -> Any:
     """``h_init`` checked against the problem, or h0 repeated over time."""
     xp = problem.xp
     shape = (*problem.batch_shape, problem.T, problem.D)
     if h_init is None:
-        return xp.ascontiguousarray(xp.broadcast_to(problem.h0[..., None, :], shape))
+        return xp.broadcast_to(problem.h0[..., None, :], shape).copy()
     if tuple(h_init.shape) != shape:
         raise ValueError(f"h_init must have shape {shape} = (batch..., T, D), got {h_init.shape}")
     if not bool(xp.isfinite(h_init).all()):
@@ -306,7 +318,7 @@ class DEERSolve(NewtonState):
     def line_search(self, new: Any) -> Any:
         xp, ls = self.xp, self.algorithm.damping
         old = self.h[..., self.start :, :]
-        delta = new - old
+        delta = truncate_at_nonfinite(new - old, xp)
         phi0 = self.merit(self.h)
         s = xp.ones(self.problem.batch_shape, dtype=self.problem.dtype)
         accepted = xp.zeros(self.problem.batch_shape, dtype=bool)

@@ -88,51 +88,48 @@ def _diag_step(M2, m, X, xr, V, vr, Y, yr):  # pragma: no cover - jitted
 
 
 @numba.njit(**_IJIT)
+def _op(M3, m, r, c, trans):  # pragma: no cover - jitted
+    """Entry ``(r, c)`` of ``op(M3[m])``: ``M3[m, c, r]`` if ``trans`` else ``M3[m, r, c]``."""
+    return M3[m, c, r] if trans else M3[m, r, c]
+
+
+@numba.njit(**_IJIT)
 def _dense_step(M3, m, trans, X, xr, V, vr, Y, yr):  # pragma: no cover - jitted
     """Dense ``Y[yr] = op(M3[m]) X[xr] + V[vr]``, ``op(M) = M^T if trans else M``.
 
-    ``Y[yr]`` must not alias ``X[xr]``.  Every row accumulates
-    ``M[i, k] x[k]`` in ascending ``k`` and adds ``v`` last, whatever the loop
-    order, so all code paths round identically.
+    ``Y[yr]`` must not alias ``X[xr]``.  Rows are done four at a time with
+    register accumulators (four independent chains in flight; for ``trans``
+    the four entries of a row of ``M`` are contiguous and vectorise).  Every
+    row accumulates ``op(M)[i, k] x[k]`` in ascending ``k`` and adds ``v``
+    last, so all code paths round identically.  ``trans`` must be a
+    compile-time constant (a literal at the call site): as a runtime flag it
+    made this loop ~10x slower.
     """
     D = Y.shape[1]
     x0 = X[xr, 0]
-    if trans:
-        # y[i] = sum_k M[k, i] x[k]: axpy form, contiguous (vectorised) in i.
-        for i in range(D):
-            Y[yr, i] = M3[m, 0, i] * x0
+    i = 0
+    while i + 4 <= D:
+        s0 = _op(M3, m, i, 0, trans) * x0
+        s1 = _op(M3, m, i + 1, 0, trans) * x0
+        s2 = _op(M3, m, i + 2, 0, trans) * x0
+        s3 = _op(M3, m, i + 3, 0, trans) * x0
         for k in range(1, D):
             xk = X[xr, k]
-            for i in range(D):
-                Y[yr, i] += M3[m, k, i] * xk
-        for i in range(D):
-            Y[yr, i] += V[vr, i]
-    else:
-        # y[i] = sum_k M[i, k] x[k]: dot products, four rows at a time so that
-        # four independent accumulation chains are in flight.
-        i = 0
-        while i + 4 <= D:
-            s0 = M3[m, i, 0] * x0
-            s1 = M3[m, i + 1, 0] * x0
-            s2 = M3[m, i + 2, 0] * x0
-            s3 = M3[m, i + 3, 0] * x0
-            for k in range(1, D):
-                xk = X[xr, k]
-                s0 += M3[m, i, k] * xk
-                s1 += M3[m, i + 1, k] * xk
-                s2 += M3[m, i + 2, k] * xk
-                s3 += M3[m, i + 3, k] * xk
-            Y[yr, i] = s0 + V[vr, i]
-            Y[yr, i + 1] = s1 + V[vr, i + 1]
-            Y[yr, i + 2] = s2 + V[vr, i + 2]
-            Y[yr, i + 3] = s3 + V[vr, i + 3]
-            i += 4
-        while i < D:
-            s = M3[m, i, 0] * x0
-            for k in range(1, D):
-                s += M3[m, i, k] * X[xr, k]
-            Y[yr, i] = s + V[vr, i]
-            i += 1
+            s0 += _op(M3, m, i, k, trans) * xk
+            s1 += _op(M3, m, i + 1, k, trans) * xk
+            s2 += _op(M3, m, i + 2, k, trans) * xk
+            s3 += _op(M3, m, i + 3, k, trans) * xk
+        Y[yr, i] = s0 + V[vr, i]
+        Y[yr, i + 1] = s1 + V[vr, i + 1]
+        Y[yr, i + 2] = s2 + V[vr, i + 2]
+        Y[yr, i + 3] = s3 + V[vr, i + 3]
+        i += 4
+    while i < D:
+        s = _op(M3, m, i, 0, trans) * x0
+        for k in range(1, D):
+            s += _op(M3, m, i, k, trans) * X[xr, k]
+        Y[yr, i] = s + V[vr, i]
+        i += 1
 
 
 @numba.njit(**_IJIT)
@@ -140,19 +137,13 @@ def _dense_compose(M3, m, trans, P, p, Q, q):  # pragma: no cover - jitted
     """Dense ``Q[q] = op(M3[m]) @ P[p]`` (``q != p``); loop order i, k, j (j contiguous)."""
     D = Q.shape[1]
     for i in range(D):
-        a = M3[m, 0, i] if trans else M3[m, i, 0]
+        a = _op(M3, m, i, 0, trans)
         for j in range(D):
             Q[q, i, j] = a * P[p, 0, j]
-        if trans:
-            for k in range(1, D):
-                a = M3[m, k, i]
-                for j in range(D):
-                    Q[q, i, j] += a * P[p, k, j]
-        else:
-            for k in range(1, D):
-                a = M3[m, i, k]
-                for j in range(D):
-                    Q[q, i, j] += a * P[p, k, j]
+        for k in range(1, D):
+            a = _op(M3, m, i, k, trans)
+            for j in range(D):
+                Q[q, i, j] += a * P[p, k, j]
 
 
 @numba.njit(**_JIT)
@@ -310,6 +301,19 @@ def _blocked_kernel(A, V, h0, out, cs, reverse, E, PHI, CARRY):  # pragma: no co
         _solve_chunk(A[bi], V[bi], out[bi], CARRY[bi], c, ts, n, dt, ao, reverse, False)
 
 
+# ``reverse`` doubles as the dense ``trans`` flag of the inner loops, which
+# must be a compile-time constant: these entry points pass it as a literal, so
+# Numba specialises ``_blocked_kernel``/``_solve_chunk``/``_end_chunk`` on it.
+@numba.njit(**_JIT)
+def _blocked_forward(A, V, h0, out, cs, E, PHI, CARRY):  # pragma: no cover - jitted
+    _blocked_kernel(A, V, h0, out, cs, False, E, PHI, CARRY)
+
+
+@numba.njit(**_JIT)
+def _blocked_reverse(A, V, h0, out, cs, E, PHI, CARRY):  # pragma: no cover - jitted
+    _blocked_kernel(A, V, h0, out, cs, True, E, PHI, CARRY)
+
+
 @numba.njit(**_JIT)
 def _sequential_kernel(A, V, h0, out, reverse):  # pragma: no cover - jitted
     B = V.shape[0]
@@ -380,7 +384,8 @@ def _run_blocked(A, V, h0, chunk_size, reverse):
         E = np.empty((B, 1, D), dtype=V.dtype)
         PHI = np.empty((B, 1, *A.shape[2:]), dtype=V.dtype)
         CARRY = E
-    _blocked_kernel(A, V, h0, out, cs, reverse, E, PHI, CARRY)
+    kernel = _blocked_reverse if reverse else _blocked_forward
+    kernel(A, V, h0, out, cs, E, PHI, CARRY)
     return out
 
 

@@ -105,3 +105,146 @@ def alrnn_sequential(a, WT, h, P, h0, out):  # pragma: no cover - jitted
                 zi = a[i] * z[i] + acc[i] + h[i]
                 z[i] = zi
                 out[b, t, i] = zi
+
+
+# --------------------------------------------------------------------------------------------
+# Batched evaluation: every row of H (N, M) independently, parallel over chunks of rows
+# --------------------------------------------------------------------------------------------
+_PJIT = {"cache": True, "nogil": True, "parallel": True}
+
+
+@numba.njit(**_JIT)
+def _dot8(w, x):  # pragma: no cover - jitted
+    """``sum_j w[j] x[j]`` with 8 independent partial sums and a fixed pairwise tree."""
+    n = x.shape[0]
+    n8 = n - n % 8
+    zero = x.dtype.type(0)
+    p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = zero
+    for j in range(0, n8, 8):
+        p0 += w[j] * x[j]
+        p1 += w[j + 1] * x[j + 1]
+        p2 += w[j + 2] * x[j + 2]
+        p3 += w[j + 3] * x[j + 3]
+        p4 += w[j + 4] * x[j + 4]
+        p5 += w[j + 5] * x[j + 5]
+        p6 += w[j + 6] * x[j + 6]
+        p7 += w[j + 7] * x[j + 7]
+    tail = zero
+    for j in range(n8, n):
+        tail += w[j] * x[j]
+    return (((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))) + tail
+
+
+@numba.njit(**_JIT)
+def _hidden(W2T, h2, clipped, z, phi, m, on):  # pragma: no cover - jitted
+    """``phi = φ(W2 z + h2)``, ``m = φ'`` and ``on = 1[W2 z + h2 > 0]`` for one state ``z``."""
+    M, L = W2T.shape
+    zero = phi.dtype.type(0)
+    one = phi.dtype.type(1)
+    for j in range(L):
+        phi[j] = zero
+    for k in range(M):
+        zk = z[k]
+        for j in range(L):
+            phi[j] += W2T[k, j] * zk
+    for j in range(L):
+        p0 = phi[j]
+        p = p0 + h2[j]
+        o = one if p > zero else zero
+        r = zero if p <= zero else p  # NaN passes, as in maximum
+        if clipped:
+            m[j] = o - (one if p0 > zero else zero)
+            r -= zero if p0 <= zero else p0
+        else:
+            m[j] = o
+        on[j] = o
+        phi[j] = r
+
+
+@numba.njit(**_PJIT)
+def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, F, J, Dg, PHI, MASK, ON, chunk):
+    """Per row ``n`` of ``H``: ``F = f``, ``J`` (dense, flattened ``(N, M*M)``), ``Dg = diag J``,
+    and the hidden quantities ``PHI``, ``MASK`` (``φ'``), ``ON`` (``1[W2 z + h2 > 0]``).
+
+    An output with zero rows is not computed. ``P`` is ``(L, M*M)`` and ``C`` ``(L, M)``.
+    """  # pragma: no cover - jitted
+    N, M = H.shape
+    L = h2.shape[0]
+    want_f, want_j, want_d = F.shape[0] > 0, J.shape[0] > 0, Dg.shape[0] > 0
+    keep_phi, keep_m, keep_on = PHI.shape[0] > 0, MASK.shape[0] > 0, ON.shape[0] > 0
+    n_chunks = (N + chunk - 1) // chunk
+    for c in numba.prange(n_chunks):
+        phi = np.empty(L, dtype=H.dtype)
+        m = np.empty(L, dtype=H.dtype)
+        on = np.empty(L, dtype=H.dtype)
+        for n in range(c * chunk, min(N, (c + 1) * chunk)):
+            z = H[n]
+            _hidden(W2T, h2, clipped, z, phi, m, on)
+            if want_f:
+                for i in range(M):
+                    F[n, i] = a[i] * z[i] + _dot8(W1[i], phi) + h1[i]
+            if want_j:
+                Jn = J[n]
+                Jn[:] = 0
+                for j in range(L):
+                    mj = m[j]
+                    if mj != 0:
+                        Pj = P[j]
+                        for q in range(M * M):
+                            Jn[q] += mj * Pj[q]
+                for i in range(M):
+                    Jn[i * (M + 1)] += a[i]
+            if want_d:
+                for i in range(M):
+                    Dg[n, i] = 0
+                for j in range(L):
+                    mj = m[j]
+                    if mj != 0:
+                        for i in range(M):
+                            Dg[n, i] += mj * C[j, i]
+                for i in range(M):
+                    Dg[n, i] += a[i]
+            if keep_phi:
+                PHI[n] = phi
+            if keep_m:
+                MASK[n] = m
+            if keep_on:
+                ON[n] = on
+
+
+@numba.njit(**_PJIT)
+def shplrnn_jvp(a, W1, W2T, h2, clipped, H, V, OUT, transpose, chunk):  # pragma: no cover
+    """``OUT = J V`` (or ``Jᵀ V`` when ``transpose``) per row, matrix-free: O(M L) per row."""
+    N, M = H.shape
+    L = h2.shape[0]
+    n_chunks = (N + chunk - 1) // chunk
+    for c in numba.prange(n_chunks):
+        phi = np.empty(L, dtype=H.dtype)
+        m = np.empty(L, dtype=H.dtype)
+        on = np.empty(L, dtype=H.dtype)
+        s = np.empty(L, dtype=H.dtype)
+        for n in range(c * chunk, min(N, (c + 1) * chunk)):
+            _hidden(W2T, h2, clipped, H[n], phi, m, on)
+            v = V[n]
+            for j in range(L):
+                s[j] = 0
+            if transpose:  # s = m ⊙ W1ᵀ v, out = a ⊙ v + W2ᵀ s
+                for i in range(M):
+                    vi = v[i]
+                    W1i = W1[i]
+                    for j in range(L):
+                        s[j] += W1i[j] * vi
+                for j in range(L):
+                    s[j] *= m[j]
+                for k in range(M):
+                    OUT[n, k] = a[k] * v[k] + _dot8(W2T[k], s)
+            else:  # s = m ⊙ W2 v, out = a ⊙ v + W1 s
+                for k in range(M):
+                    vk = v[k]
+                    W2k = W2T[k]
+                    for j in range(L):
+                        s[j] += W2k[j] * vk
+                for j in range(L):
+                    s[j] *= m[j]
+                for i in range(M):
+                    OUT[n, i] = a[i] * v[i] + _dot8(W1[i], s)

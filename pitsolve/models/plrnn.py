@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numba
 import numpy as np
 
 from .._validation import check_positive_int
@@ -59,6 +60,14 @@ def _add_diagonal(J_flat: Any, a: Any, M: int) -> Any:
     return J_flat.reshape(*J_flat.shape[:-1], M, M)
 
 
+_DENSE_KERNEL_MAX_M = 16  # above this, dense Jacobians come from one BLAS product m @ P
+
+
+def _chunk(N: int) -> int:
+    """Rows per parallel task: a few tasks per thread, at least 64 rows each."""
+    return max(64, -(-N // (4 * numba.get_num_threads())))
+
+
 def _numpy_float(h0: Any, M: int) -> bool:
     """True if ``h0`` can take the compiled path (a NumPy float array with last axis M)."""
     if not isinstance(h0, np.ndarray) or h0.dtype not in (np.float32, np.float64):
@@ -72,6 +81,9 @@ class _ShPLRNNBase(Model):
     """Shared implementation of the shPLRNN and the clipped shPLRNN."""
 
     _clipped: ClassVar[bool] = False
+    #: Evaluate NumPy arrays with the compiled kernels (False: the array-namespace code, which
+    #: also serves CuPy; tests and benchmarks switch it per instance).
+    _use_kernels: bool = True
 
     def __init__(
         self,
@@ -176,38 +188,131 @@ class _ShPLRNNBase(Model):
         xp = array_namespace(m)
         return _add_diagonal(xp.matmul(m, self._P()), self.params["a"], self.state_dim)
 
+    # -- compiled evaluation (NumPy arrays in the parameters' dtype) -------------------------
+    def _compiled(self, *arrays: Any) -> bool:
+        """True if the Numba kernels serve these arrays: NumPy, one shape, the params' dtype.
+
+        Within one model and dtype every method takes the same path, so the ReLU masks (which
+        depend on the rounding of :math:`W_2 z + h_2`) are identical in all derivatives.
+        """
+        if not self._use_kernels or not isinstance(self.params["a"], np.ndarray):
+            return False
+        dt, shape = self.dtype, arrays[0].shape
+        return all(
+            isinstance(x, np.ndarray) and x.dtype == dt and x.shape == shape and x.ndim >= 1
+            for x in arrays
+        )
+
+    def _nb(self) -> tuple[np.ndarray, ...]:
+        """Contiguous ``(a, W1, W2ᵀ, h1, h2)`` for the kernels."""
+        p = self.params
+        return self.cached(
+            "numba",
+            lambda: tuple(
+                np.ascontiguousarray(v) for v in (p["a"], p["W1"], p["W2"].T, p["h1"], p["h2"])
+            ),
+        )
+
+    def _eval(self, h: np.ndarray, *, f: bool = False, jac: str = "", hidden: bool = False) -> Any:
+        """The kernel ``shplrnn_eval`` on ``h (..., M)``; ``jac`` is ``""``, "dense" or "diag".
+
+        Returns ``(F, J, PHI, MASK, ON)`` with the rows flattened (None where not requested).
+        """
+        M, L, dt = self.state_dim, self.hidden_dim, self.dtype
+        H = np.ascontiguousarray(h.reshape(-1, M))
+        N = H.shape[0]
+        # dense J in the kernel for small M; for larger M the masks go to one BLAS product
+        dense_in_kernel = jac == "dense" and M <= _DENSE_KERNEL_MAX_M
+        masks = hidden or (jac == "dense" and not dense_in_kernel)
+
+        def buf(wanted: bool, width: int) -> np.ndarray:
+            return np.empty((N if wanted else 0, width), dtype=dt)
+
+        F, J, Dg = buf(f, M), buf(dense_in_kernel, M * M), buf(jac == "diag", M)
+        PHI, MASK, ON = buf(hidden, L), buf(masks, L), buf(hidden, L)
+        P = self._P() if dense_in_kernel else np.empty((0, M * M), dtype=dt)
+        C = self._C() if jac == "diag" else np.empty((0, M), dtype=dt)
+        a, W1, W2T, h1, h2 = self._nb()
+        _plrnn_numba.shplrnn_eval(
+            a, W1, W2T, h1, h2, P, C, self._clipped, H, F, J, Dg, PHI, MASK, ON, _chunk(N)
+        )
+        if jac == "dense" and not dense_in_kernel:
+            J = self._J_from_mask(MASK)
+        return (
+            F if f else None,
+            {"dense": J, "diag": Dg, "": None}[jac],
+            PHI if hidden else None,
+            MASK if masks else None,
+            ON if hidden else None,
+        )
+
+    @staticmethod
+    def _lead(h: Any, arr: Any, *tail: int) -> Any:
+        """``arr`` with its rows unflattened to the leading axes of ``h``."""
+        return arr.reshape(*h.shape[:-1], *tail)
+
     # -- the protocol -----------------------------------------------------------------------
     def f(self, h: Any, x: Any = None) -> Any:
         r""":math:`f(z) = a \odot z + W_1 \phi(z) + h_1` (``x`` is ignored). Shape ``(..., M)``."""
+        if self._compiled(h):
+            return self._lead(h, self._eval(h, f=True)[0], self.state_dim)
         pre0, pre = self._pre(h)
         return self._f_from(h, pre0, pre)
 
     def jacobian(self, h: Any, x: Any = None) -> Any:
         r""":math:`J = \operatorname{diag}(a) + W_1 \operatorname{diag}(m) W_2`, ``(..., M, M)``.
 
-        Formed for all leading axes at once as ``m @ P`` (MATH.md §3), ``P`` cached.
+        :math:`J_t = \operatorname{diag}(a) + \operatorname{reshape}(m_t P)` with
+        :math:`P_{j,(i,k)} = (W_1)_{ij} (W_2)_{jk}` cached (MATH.md §3): a compiled loop over the
+        active units for small M, one BLAS product over all leading axes otherwise.
         """
+        M = self.state_dim
+        if self._compiled(h):
+            return self._lead(h, self._eval(h, jac="dense")[1], M, M)
         return self._J_from_mask(self._mask(*self._pre(h)))
 
     def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
         """:math:`f` and :math:`J` from one evaluation of the pre-activations."""
+        M = self.state_dim
+        if self._compiled(h):
+            F, J, *_ = self._eval(h, f=True, jac="dense")
+            return self._lead(h, F, M), self._lead(h, J, M, M)
         pre0, pre = self._pre(h)
         return self._f_from(h, pre0, pre), self._J_from_mask(self._mask(pre0, pre))
 
     def diagonal_jacobian(self, h: Any, x: Any = None) -> Any:
         r""":math:`\operatorname{diag} J = a + m\,C`, :math:`C_{ji} = (W_1)_{ij} (W_2)_{ji}`."""
+        if self._compiled(h):
+            return self._lead(h, self._eval(h, jac="diag")[1], self.state_dim)
         xp = array_namespace(h)
         return xp.matmul(self._mask(*self._pre(h)), self._C()) + self.params["a"]
 
     def f_and_diagonal_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
-        """:math:`f` and :math:`\\operatorname{diag} J` from one evaluation of the pre-activations."""
+        """:math:`f` and :math:`\\operatorname{diag} J` from one pass over the pre-activations."""
+        M = self.state_dim
+        if self._compiled(h):
+            F, Dg, *_ = self._eval(h, f=True, jac="diag")
+            return self._lead(h, F, M), self._lead(h, Dg, M)
         xp = array_namespace(h)
         pre0, pre = self._pre(h)
         d = xp.matmul(self._mask(pre0, pre), self._C()) + self.params["a"]
         return self._f_from(h, pre0, pre), d
 
+    def _jvp_compiled(self, h: np.ndarray, w: np.ndarray, transpose: bool) -> np.ndarray:
+        M = self.state_dim
+        H = np.ascontiguousarray(h.reshape(-1, M))
+        V = np.ascontiguousarray(w.reshape(-1, M))
+        out = np.empty_like(H)
+        a, W1, W2T, _, h2 = self._nb()
+        _plrnn_numba.shplrnn_jvp(
+            a, W1, W2T, h2, self._clipped, H, V, out, transpose, _chunk(H.shape[0])
+        )
+        return self._lead(h, out, M)
+
     def jvp(self, h: Any, x: Any, v: Any) -> Any:
         r""":math:`J v = a \odot v + W_1 (m \odot W_2 v)`, matrix-free, O(M L) per step."""
+        if self._compiled(h, v):
+            return self._jvp_compiled(h, v, False)
         xp = array_namespace(h, v)
         p = self.params
         m = self._mask(*self._pre(h))
@@ -217,6 +322,8 @@ class _ShPLRNNBase(Model):
 
     def vjp_h(self, h: Any, x: Any, u: Any) -> Any:
         r""":math:`J^\top u = a \odot u + W_2^\top (m \odot W_1^\top u)`, matrix-free."""
+        if self._compiled(h, u):
+            return self._jvp_compiled(h, u, True)
         xp = array_namespace(h, u)
         p = self.params
         m = self._mask(*self._pre(h))
@@ -229,20 +336,25 @@ class _ShPLRNNBase(Model):
 
         With :math:`s = W_1^\top u`: :math:`\bar a = \sum u \odot z`,
         :math:`\bar W_1 = \sum u \phi^\top`, :math:`\bar h_1 = \sum u`,
-        :math:`\bar h_2 = \sum 1[p > 0] \odot s`, :math:`\bar W_2 = \sum (m \odot s) z^\top`.
+        :math:`\bar h_2 = \sum 1[p > 0] \odot s`, :math:`\bar W_2 = \sum (m \odot s) z^\top`;
+        the sums over leading axes are matrix products over the flattened rows.
         """
         xp = array_namespace(h, u)
         p = self.params
         M = self.state_dim
         h, u = xp.broadcast_arrays(h, u)
         hf, uf = h.reshape(-1, M), u.reshape(-1, M)
-        pre0, pre = self._pre(hf)
+        if self._compiled(hf, uf):
+            _, _, phi, m, on = self._eval(hf, hidden=True)
+        else:
+            pre0, pre = self._pre(hf)
+            phi, m, on = self._phi(pre0, pre), self._mask(pre0, pre), pre > 0
         s = xp.matmul(uf, p["W1"])
-        s_on = s * (pre > 0)
-        s_m = s * self._mask(pre0, pre) if self._clipped else s_on
+        s_on = s * on
+        s_m = s * m if self._clipped else s_on
         return Params(
             a=xp.sum(uf * hf, axis=0),
-            W1=xp.matmul(uf.T, self._phi(pre0, pre)),
+            W1=xp.matmul(uf.T, phi),
             W2=xp.matmul(s_m.T, hf),
             h1=xp.sum(uf, axis=0),
             h2=xp.sum(s_on, axis=0),
@@ -281,7 +393,11 @@ class _ShPLRNNBase(Model):
 
 
 class ShPLRNN(_ShPLRNNBase):
-    r"""Shallow PLRNN: :math:`z_t = a \odot z_{t-1} + W_1 \operatorname{relu}(W_2 z_{t-1} + h_2) + h_1`.
+    r"""Shallow PLRNN.
+
+    .. math::
+
+        z_t = a \odot z_{t-1} + W_1 \operatorname{relu}(W_2 z_{t-1} + h_2) + h_1,
 
     Jacobian :math:`J = \operatorname{diag}(a) + W_1 \operatorname{diag}(1[W_2 z + h_2 > 0]) W_2`.
 
@@ -353,7 +469,9 @@ class ALRNN(Model):
         if isinstance(relu_units, bool) or not isinstance(relu_units, (int, np.integer)):
             raise TypeError(f"relu_units must be an integer, got {type(relu_units).__name__}")
         if not 0 <= relu_units <= M:
-            raise ValueError(f"relu_units must satisfy 0 ≤ relu_units ≤ latent={M}, got {relu_units}")
+            raise ValueError(
+                f"relu_units must satisfy 0 ≤ relu_units ≤ latent={M}, got {relu_units}"
+            )
         self.relu_units = int(relu_units)
         shapes = {"a": (M,), "W": (M, M), "h": (M,)}
         if params is not None:
@@ -420,7 +538,7 @@ class ALRNN(Model):
         return self._f_from(h, self._phi(h))
 
     def jacobian(self, h: Any, x: Any = None) -> Any:
-        r""":math:`J = \operatorname{diag}(a) + W \operatorname{diag}(\Phi'(z))`, ``(..., M, M)``."""
+        r""":math:`J = \operatorname{diag}(a) + W \operatorname{diag}(\Phi'(z))`, ``(…, M, M)``."""
         return self._J_from(self._dphi(h))
 
     def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:

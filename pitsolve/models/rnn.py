@@ -8,7 +8,7 @@ once per dtype and cached). ``sequential`` runs a compiled Numba loop on NumPy a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -69,7 +69,9 @@ def _broadcast_lead(xp: Any, a: Any, *others: Any) -> Any:
     return xp.broadcast_to(a, (*lead, a.shape[-1])).copy()
 
 
-def _check_dtype(dtype: Any) -> np.dtype:
+def _check_dtype(dtype: Any) -> np.dtype | None:
+    if dtype is None:
+        return None
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
@@ -86,9 +88,13 @@ def _check_inputs_count(n: Any, name: str = "inputs", *, allow_zero: bool = True
 
 
 def _given_params(
-    cls_name: str, params: Mapping[str, Any], shapes: dict[str, tuple[int, ...]], dtype: np.dtype
+    cls_name: str,
+    params: Mapping[str, Any],
+    shapes: dict[str, tuple[int, ...]],
+    dtype: np.dtype | None,
 ) -> dict[str, np.ndarray]:
-    """Explicit parameters: exactly the names in ``shapes``, with those shapes, cast to dtype."""
+    """Explicit parameters: exactly the names in ``shapes``, with those shapes, cast to dtype
+    (``None``: their common float dtype if all are float32/float64, else float64)."""
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a mapping of names to arrays, got {type(params).__name__}")
     names, given = list(shapes), set(params)
@@ -98,6 +104,9 @@ def _given_params(
             f"{cls_name} params must have exactly the names {names}; "
             f"missing {missing}, unexpected {extra}"
         )
+    if dtype is None:
+        kinds = {np.dtype(getattr(params[k], "dtype", np.float64)) for k in names}
+        dtype = np.dtype(np.float32) if kinds == {np.dtype(np.float32)} else np.dtype(np.float64)
     out = {}
     for k in names:
         v = params[k]
@@ -155,7 +164,7 @@ class Elman(Model):
     state : D, the number of hidden units.
     inputs : N_x, the input size (0 for an autonomous network; then ``U`` has shape ``(D, 0)``).
     seed : seed of ``numpy.random.default_rng`` for the initialisation.
-    dtype : float32 or float64.
+    dtype : float32 or float64; default float64, or the dtype of ``params`` when given.
     params : optional mapping with exactly ``"W"`` ``(D, D)``, ``"U"`` ``(D, N_x)``, ``"b"``
         ``(D,)``; replaces the random initialisation.
 
@@ -173,7 +182,7 @@ class Elman(Model):
         inputs: int = 0,
         *,
         seed: int | None = 0,
-        dtype: Any = np.float64,
+        dtype: Any = None,
         params: Mapping[str, Any] | None = None,
     ):
         D = check_positive_int(state, "state")
@@ -187,7 +196,7 @@ class Elman(Model):
                 "U": rng.normal(0.0, 1.0 / np.sqrt(N), size=(D, N)) if N else np.zeros((D, 0)),
                 "b": np.zeros(D),
             }
-            arrays = {k: v.astype(dt) for k, v in arrays.items()}
+            arrays = {k: v.astype(np.float64 if dt is None else dt) for k, v in arrays.items()}
         else:
             arrays = _given_params("Elman", params, shapes, dt)
         super().__init__(Params(arrays), state_dim=D, input_dim=N)
@@ -212,7 +221,7 @@ class Elman(Model):
 
     def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
         r""":math:`f` and :math:`J = \operatorname{diag}(1 - f^2)\, W` from one evaluation."""
-        xp, y, p = self._out(h, x)
+        _, y, p = self._out(h, x)
         return y, (1 - y * y)[..., :, None] * p["W"]
 
     def diagonal_jacobian(self, h: Any, x: Any = None) -> Any:
@@ -221,7 +230,7 @@ class Elman(Model):
 
     def f_and_diagonal_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
         r""":math:`f` and :math:`(1 - f^2) \odot \operatorname{diag} W`."""
-        xp, y, p = self._out(h, x)
+        xp, y, _ = self._out(h, x)
         dW = _derived(self, "diagW", xp, y.dtype, lambda q: xp.diagonal(q["W"]).copy())
         return y, (1 - y * y) * dW
 
@@ -245,7 +254,7 @@ class Elman(Model):
             dU = xp.zeros(p["U"].shape, dtype=g.dtype)
         else:
             dU = _outer_sum(xp, g, x)
-        return Params(W=_outer_sum(xp, g, h), U=dU, b=_lead_sum(xp, _broadcast_lead(xp, g, h, x)))
+        return Params(W=_outer_sum(xp, g, h), U=dU, b=_lead_sum(xp, g))
 
     def vjp_inputs(self, h: Any, x: Any, u: Any) -> Any:
         r""":math:`(\partial f/\partial x)^\top u = U^\top ((1 - f^2) \odot u)`."""
@@ -277,6 +286,15 @@ class Elman(Model):
 # -- GRU ---------------------------------------------------------------------------------------
 
 
+class _GRUGates(NamedTuple):
+    xp: Any
+    p: dict[str, Any]  # the parameters
+    s: dict[str, Any]  # stacked parameters: Wzr = [Wz; Wr], U = [Uz; Ur; Un], b = [bz; br; bn]
+    z: Any
+    r: Any
+    n: Any
+
+
 class GRU(Model):
     r"""Gated recurrent unit (Cho et al. 2014), reset gate applied before :math:`W_n`:
 
@@ -302,7 +320,7 @@ class GRU(Model):
     state : D, the number of hidden units.
     inputs : N_x, the input size (0: autonomous; the ``U`` matrices then have shape ``(D, 0)``).
     seed : seed of ``numpy.random.default_rng`` for the initialisation.
-    dtype : float32 or float64.
+    dtype : float32 or float64; default float64, or the dtype of ``params`` when given.
     params : optional mapping with exactly ``"Wz","Uz","bz","Wr","Ur","br","Wn","Un","bn"``
         (``W*`` ``(D, D)``, ``U*`` ``(D, N_x)``, ``b*`` ``(D,)``).
 
@@ -320,7 +338,7 @@ class GRU(Model):
         inputs: int = 0,
         *,
         seed: int | None = 0,
-        dtype: Any = np.float64,
+        dtype: Any = None,
         params: Mapping[str, Any] | None = None,
     ):
         D = check_positive_int(state, "state")
@@ -332,7 +350,8 @@ class GRU(Model):
         if params is None:
             rng = np.random.default_rng(seed)
             k = 1.0 / np.sqrt(D)
-            arrays = {n: rng.uniform(-k, k, size=s).astype(dt) for n, s in shapes.items()}
+            arrays = {n: rng.uniform(-k, k, size=s) for n, s in shapes.items()}
+            arrays = {n: v.astype(np.float64 if dt is None else dt) for n, v in arrays.items()}
         else:
             arrays = _given_params("GRU", params, shapes, dt)
         super().__init__(Params(arrays), state_dim=D, input_dim=N)
@@ -348,8 +367,8 @@ class GRU(Model):
 
         return _derived(self, "stacked", xp, dtype, build)
 
-    def _gates(self, h: Any, x: Any) -> tuple[Any, dict[str, Any], Any, Any, Any]:
-        """``xp, params, z, r, n`` at ``(h, x)``."""
+    def _gates(self, h: Any, x: Any) -> _GRUGates:
+        """The gates z, r, n at ``(h, x)``, with the namespace and the parameter arrays."""
         xp = array_namespace(h, x)
         x = _check_x(self, x)
         dtype = _compute_dtype(h, x)
@@ -360,12 +379,12 @@ class GRU(Model):
         z = _sigmoid(xp, zr[..., :D])
         r = _sigmoid(xp, zr[..., D:])
         n = xp.tanh(xp.matmul(r * h, p["Wn"].T) + pre[..., 2 * D :])
-        return xp, p, z, r, n
+        return _GRUGates(xp, p, s, z, r, n)
 
     def f(self, h: Any, x: Any = None) -> Any:
         r""":math:`h' = (1 - z) \odot n + z \odot h`, shape ``(..., D)``."""
-        xp, p, z, r, n = self._gates(h, x)
-        return n + z * (h - n)
+        g = self._gates(h, x)
+        return g.n + g.z * (h - g.n)
 
     def jacobian(self, h: Any, x: Any = None) -> Any:
         r"""Dense :math:`J` ``(..., D, D)`` (see the class docstring); O(D³) per step."""
@@ -373,7 +392,7 @@ class GRU(Model):
 
     def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
         """f and its dense Jacobian from one evaluation of the gates."""
-        xp, p, z, r, n = self._gates(h, x)
+        xp, p, _, z, r, n = self._gates(h, x)
         D = self.state_dim
         dh = h - n
         az = dh * z * (1 - z)
@@ -397,7 +416,7 @@ class GRU(Model):
 
     def f_and_diagonal_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
         """f and the diagonal of its Jacobian."""
-        xp, p, z, r, n = self._gates(h, x)
+        xp, _, _, z, r, n = self._gates(h, x)
         dh = h - n
         az = dh * z * (1 - z)
         an = (1 - z) * (1 - n * n)
@@ -418,43 +437,44 @@ class GRU(Model):
         r""":math:`J v = (h-n) \odot \dot z + (1-z) \odot \dot n + z \odot v` with
         :math:`\dot z = z(1-z) \odot W_z v`, :math:`\dot r = r(1-r) \odot W_r v`,
         :math:`\dot n = (1-n^2) \odot W_n(\dot r \odot h + r \odot v)`."""
-        xp, p, z, r, n = self._gates(h, x)
+        xp, p, s, z, r, n = self._gates(h, x)
         D = self.state_dim
-        s = self._stacked(xp, z.dtype)
         wv = xp.matmul(v, s["Wzr"].T)
         dz = z * (1 - z) * wv[..., :D]
         dr = r * (1 - r) * wv[..., D:]
         dn = (1 - n * n) * xp.matmul(dr * h + r * v, p["Wn"].T)
         return (h - n) * dz + (1 - z) * dn + z * v
 
-    def _pre_grads(self, h: Any, x: Any, u: Any) -> tuple[Any, dict, Any, Any, Any, Any]:
-        """Cotangents of the pre-activations of z, r, n, and of :math:`r \\odot h`."""
-        xp, p, z, r, n = self._gates(h, x)
+    def _pre_grads(self, h: Any, x: Any, u: Any) -> tuple[_GRUGates, Any, Any]:
+        r"""The gates, :math:`G = [g_z, g_r, g_n]` (cotangents of the three pre-activations,
+        ``(..., 3D)``) and :math:`q = W_n^\top g_n` (the cotangent of :math:`r \odot h`)."""
+        gates = self._gates(h, x)
+        xp, p, _, z, r, n = gates
         gz = u * (h - n) * z * (1 - z)
         gn = u * (1 - z) * (1 - n * n)
-        q = xp.matmul(gn, p["Wn"])  # cotangent of r ⊙ h
+        q = xp.matmul(gn, p["Wn"])
         gr = q * h * r * (1 - r)
-        return xp, p, (z, r), gz, gr, (gn, q)
+        return gates, xp.concatenate(xp.broadcast_arrays(gz, gr, gn), axis=-1), q
 
     def vjp_h(self, h: Any, x: Any, u: Any) -> Any:
-        r""":math:`J^\top u = z \odot u + W_z^\top g_z + r \odot q + W_r^\top g_r` with
+        r""":math:`J^\top u = z \odot u + r \odot q + W_z^\top g_z + W_r^\top g_r` with
         :math:`g_n = (1-z)(1-n^2) u`, :math:`q = W_n^\top g_n`, :math:`g_z = (h-n) z(1-z) u`,
         :math:`g_r = r(1-r)\, h \odot q`."""
-        xp, p, (z, r), gz, gr, (gn, q) = self._pre_grads(h, x, u)
-        s = self._stacked(xp, z.dtype)
-        g = xp.concatenate(xp.broadcast_arrays(gz, gr), axis=-1)
-        return z * u + r * q + xp.matmul(g, s["Wzr"])
+        gates, G, q = self._pre_grads(h, x, u)
+        D = self.state_dim
+        xp = gates.xp
+        return gates.z * u + gates.r * q + xp.matmul(G[..., : 2 * D], gates.s["Wzr"])
 
     def vjp_params(self, h: Any, x: Any, u: Any) -> Params:
         r""":math:`\bar W_z = \sum g_z h^\top`, :math:`\bar W_r = \sum g_r h^\top`,
         :math:`\bar W_n = \sum g_n (r \odot h)^\top`, :math:`\bar U_\ast = \sum g_\ast x^\top`,
         :math:`\bar b_\ast = \sum g_\ast` (sums over all leading axes)."""
-        xp, p, (z, r), gz, gr, (gn, q) = self._pre_grads(h, x, u)
+        gates, G, _ = self._pre_grads(h, x, u)
+        xp = gates.xp
         x = _check_x(self, x)
         D, N = self.state_dim, self.input_dim
-        G = xp.concatenate(xp.broadcast_arrays(gz, gr, gn), axis=-1)
         dWzr = _outer_sum(xp, G[..., : 2 * D], h)
-        dWn = _outer_sum(xp, gn, r * h)
+        dWn = _outer_sum(xp, G[..., 2 * D :], gates.r * h)
         db = _lead_sum(xp, G)
         dU = xp.zeros((3 * D, N), dtype=G.dtype) if x is None else _outer_sum(xp, G, x)
         out = {}
@@ -468,10 +488,8 @@ class GRU(Model):
         r""":math:`U_z^\top g_z + U_r^\top g_r + U_n^\top g_n`."""
         if self.input_dim == 0:
             return None
-        xp, p, (z, r), gz, gr, (gn, q) = self._pre_grads(h, x, u)
-        s = self._stacked(xp, z.dtype)
-        G = xp.concatenate(xp.broadcast_arrays(gz, gr, gn), axis=-1)
-        return xp.matmul(G, s["U"])
+        gates, G, _ = self._pre_grads(h, x, u)
+        return gates.xp.matmul(G, gates.s["U"])
 
     def sequential(self, h0: Any, inputs: Any, T: int) -> Any:
         """The trajectory ``(..., T, D)``; a compiled loop on NumPy arrays (dtype of ``h0``)."""
@@ -482,7 +500,7 @@ class GRU(Model):
 
         H0, X, lead = _sequential_setup(self, h0, inputs, T)
         dtype = H0.dtype
-        p, s = _arrays(self, np, dtype), self._stacked(np, dtype)
+        s = self._stacked(np, dtype)
         if X is None:
             pre = s["b"].reshape(1, 1, -1)
         else:

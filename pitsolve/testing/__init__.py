@@ -5,6 +5,6 @@ finite differences; :mod:`pitsolve.testing.problems` builds the problems of ``BE
 """
 
 from . import problems
+from .derivatives import DerivativeCheck, DerivativeReport, check_derivatives
 
-
-
+__all__ = ["DerivativeCheck", "DerivativeReport", "check_derivatives", "problems"]
