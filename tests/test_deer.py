@@ -18,6 +18,8 @@ ALGORITHMS = [
     ps.DEER(jacobian="none"),
     ps.DEER(damping=ps.LineSearch()),
     ps.DEER(jacobian="diagonal", damping=ps.LineSearch()),
+    ps.DEER(damping=ps.LevenbergMarquardt()),
+    ps.DEER(jacobian="diagonal", damping=ps.LevenbergMarquardt(lam=10.0)),
     ps.DEER(backend="numpy", chunk_size=3),
     ps.NewtonKrylov(),
     ps.NewtonKrylov(forcing="constant", preconditioner="none", restart=5),
@@ -118,14 +120,22 @@ def test_chaotic_plain_deer_fails_cleanly():
     m, h0, _ = problems.chaotic_clipped_3x50(T=2000)
     prob = ps.RecurrenceProblem(m, h0, T=2000)
     ref = ps.solve(prob, ps.Sequential()).states
+    initial = None
+    final = {}
     for alg in [ps.DEER(), ps.DEER(jacobian="diagonal"), ps.DEER(damping=ps.LineSearch()),
-                ps.NewtonKrylov()]:
+                ps.DEER(damping=ps.LevenbergMarquardt()), ps.NewtonKrylov()]:
         sol = ps.solve(prob, alg, maxiter=30)
         assert not ps.is_successful(sol), alg
         assert np.isfinite(sol.states).all(), alg
         assert len(str(sol.retcode)) > 40
         # never success on a wrong trajectory: a success code would imply a correct prefix
         assert _correct_prefix(sol.states, ref) < 2000
+        initial = sol.stats.residual_history[0]
+        final[repr(getattr(alg, "damping", alg))] = min(sol.stats.residual_history)
+    # plain DEER overflows at once and keeps the initial guess; Levenberg–Marquardt descends
+    assert final["None"] == initial
+    assert final["LevenbergMarquardt(lam=1.0, increase=10.0, decrease=0.3, lam_min=1e-08, "
+                 "lam_max=100000000.0)"] < 0.5 * initial
 
 
 def test_fallback_and_throw():

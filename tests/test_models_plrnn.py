@@ -72,7 +72,8 @@ def _without_kernels(model):
 
 
 @pytest.mark.parametrize("cls", [ShPLRNN, ClippedShPLRNN])
-@pytest.mark.parametrize(("M", "L"), [(1, 1), (3, 50), (5, 13), (20, 9)])  # M > 16: BLAS J
+# (20, 9): M > 16, dense J from one BLAS product; (2, 9000): M·L > 2¹⁴, vjp_params by BLAS
+@pytest.mark.parametrize(("M", "L"), [(1, 1), (3, 50), (5, 13), (20, 9), (2, 9000)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_compiled_and_array_paths_agree(cls, M, L, dtype):
     """The Numba kernels (NumPy arrays) and the array-namespace code (CuPy's path) agree."""

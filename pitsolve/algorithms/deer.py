@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels import affine_scan
+from ..kernels import affine_scan, affine_scan_transpose
+from ..kernels.kalman import lm_smoother
 from ..problems import RecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register
@@ -113,10 +114,6 @@ class DEER(Algorithm):
             raise TypeError(
                 "damping must be None, LineSearch() or LevenbergMarquardt(), got "
                 f"{type(self.damping).__name__}"
-            )
-        if isinstance(self.damping, LevenbergMarquardt):
-            raise NotImplementedError(
-                "DEER(damping=LevenbergMarquardt()) is not available yet; use LineSearch()"
             )
         if self.backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {_BACKENDS}, got {self.backend!r}")
@@ -265,6 +262,8 @@ class DEERSolve(NewtonState):
         backend = select_backend(problem, algorithm.backend, controls.backend)
         self.kernel = "numba" if backend == "numba" else "numpy"
         self.stats.extra["kernel"] = self.kernel
+        damping = algorithm.damping
+        self.lam = damping.lam if isinstance(damping, LevenbergMarquardt) else 0.0
 
     def linearise(self, h: Any, start: int) -> tuple[Any, Any]:
         """f(h_{t-1}) and Ĵ_t on [start, T)."""
@@ -304,7 +303,9 @@ class DEERSolve(NewtonState):
                 J = J[(slice(None),) * time_axis + (slice(first, None),)]
         work = 3 * self.h.nbytes + f_prev.nbytes + (0 if J is None else J.nbytes)
         self.stats.peak_bytes = max(self.stats.peak_bytes, int(work))
-        if J is None:
+        if isinstance(self.algorithm.damping, LevenbergMarquardt):
+            new = self.levenberg_marquardt(f_prev, J)
+        elif J is None:
             new = f_prev
         else:
             b = f_prev - _apply(J, self.previous(self.h, self.start), xp)
@@ -314,6 +315,42 @@ class DEERSolve(NewtonState):
         if isinstance(self.algorithm.damping, LineSearch):
             new = self.line_search(new)
         self.accept(new)
+
+    def levenberg_marquardt(self, f_prev: Any, J: Any) -> Any:
+        """An accepted LM step (λ adapted by accept/reject on ½‖r‖²), or None if none."""
+        xp, lm = self.xp, self.algorithm.damping
+        old = self.h[..., self.start :, :]
+        r = old - f_prev
+        shape = r.shape
+        B = int(np.prod(shape[:-2], dtype=int))
+        F = xp.zeros_like(r) if J is None else J
+        F = F.reshape(B, *F.shape[len(shape) - 2 :])
+        kernel, chunk = self.kernel, self.algorithm.chunk_size
+
+        def scan(A: Any, b: Any, h0: Any) -> Any:
+            return affine_scan(A, b, h0, kernel=kernel, chunk_size=chunk)
+
+        def scan_reverse(A: Any, g: Any) -> Any:
+            return affine_scan_transpose(A, g, kernel=kernel, chunk_size=chunk)[0]
+
+        phi0 = 0.5 * (r * r).sum(axis=(-2, -1))
+        trial = self.h.copy()
+        lams = self.stats.extra.setdefault("lm_lambda", [])
+        for _ in range(60):
+            delta = lm_smoother(F, -r.reshape(B, *shape[-2:]), self.lam, scan=scan,
+                                scan_reverse=scan_reverse).reshape(shape)
+            self.stats.scans += 2
+            trial[..., self.start :, :] = old + delta
+            phi = self.merit(trial)
+            if bool((phi < phi0).all()):
+                lams.append(self.lam)
+                self.lam = max(self.lam * lm.decrease, lm.lam_min)
+                return old + delta
+            if self.lam >= lm.lam_max:
+                break
+            self.lam = min(self.lam * lm.increase, lm.lam_max)
+        lams.append(self.lam)
+        return old  # no decrease even at the largest damping: reported as Stalled
 
     def line_search(self, new: Any) -> Any:
         xp, ls = self.xp, self.algorithm.damping

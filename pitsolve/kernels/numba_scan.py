@@ -64,95 +64,217 @@ _PJIT = {"cache": True, "nogil": True, "parallel": True}
 
 
 # --------------------------------------------------------------------------
-# Per-step helpers (one time step of the recurrence, one chunk of steps)
+# Per-chunk helpers
 #
-# Performance notes (measured, see benchmarks/scan.py):
-# * Hot loops index whole arrays with explicit row indices instead of
-#   creating per-step views: each view handed to a jitted helper costs an
-#   atomic incref/decref pair.
-# * Numba does not let LLVM inline one jitted function into another, and a
-#   call per time step (~300 bytes of exploded array arguments) cost
-#   ~15-50 ns/step.  The per-step helpers are therefore ``inline="always"``
-#   (inlined in Numba IR).  Inlined code cannot branch on ``ndim`` of its own
-#   arguments (Numba prunes such branches before inlining), so the
-#   diagonal/dense dispatch lives in the non-inlined per-chunk functions,
-#   which branch on ``ndim`` of *their* arguments (pruned at compile time).
+# Performance notes (measured on the 2-core dev machine):
+# * Numba never lets LLVM inline one jitted function into another; a call per
+#   time step (~300 bytes of exploded array arguments, plus an atomic
+#   incref/decref per array view) cost 15-50 ns/step.  So the time loops live
+#   inside per-chunk functions, hot loops index whole arrays with explicit row
+#   indices (no per-step views), and the only per-step helper is the dense
+#   mat-vec, inlined in Numba IR (``inline="always"``, three call sites).
+# * ``trans`` (dense transpose, i.e. reverse scan) must reach the inner loops
+#   as a compile-time constant: as a runtime flag the dense step was ~10x
+#   slower.  The kernel entry points pass it as a literal, so Numba
+#   specialises on it.
+# * ``ndim`` branches on *arguments* are pruned at compile time by Numba.
 # --------------------------------------------------------------------------
 
-
-@numba.njit(**_IJIT)
-def _diag_step(M2, m, X, xr, V, vr, Y, yr):  # pragma: no cover - jitted
-    """Diagonal ``Y[yr] = M2[m] * X[xr] + V[vr]`` (``Y[yr]`` may alias ``X[xr]``)."""
-    for d in range(Y.shape[1]):
-        Y[yr, d] = M2[m, d] * X[xr, d] + V[vr, d]
+# Below this state size the dense transfer-map product uses scalar dot
+# products (no runtime alias checks / vector set-up per (i, k) pair, which
+# cost ~4x at D = 4); from it on, the vectorised i, k, j loop order.
+_SMALL_DENSE = 8
 
 
 @numba.njit(**_IJIT)
-def _op(M3, m, r, c, trans):  # pragma: no cover - jitted
-    """Entry ``(r, c)`` of ``op(M3[m])``: ``M3[m, c, r]`` if ``trans`` else ``M3[m, r, c]``."""
-    return M3[m, c, r] if trans else M3[m, r, c]
+def _dense_matvec(M3, m, X, xr, V, vr, Y, yr):  # pragma: no cover - jitted
+    """Dense ``Y[yr] = M3[m] @ X[xr] + V[vr]`` (``Y[yr]`` must not alias ``X[xr]``).
 
-
-@numba.njit(**_IJIT)
-def _dense_step(M3, m, trans, X, xr, V, vr, Y, yr):  # pragma: no cover - jitted
-    """Dense ``Y[yr] = op(M3[m]) X[xr] + V[vr]``, ``op(M) = M^T if trans else M``.
-
-    ``Y[yr]`` must not alias ``X[xr]``.  Rows are done four at a time with
-    register accumulators (four independent chains in flight; for ``trans``
-    the four entries of a row of ``M`` are contiguous and vectorise).  Every
-    row accumulates ``op(M)[i, k] x[k]`` in ascending ``k`` and adds ``v``
-    last, so all code paths round identically.  ``trans`` must be a
-    compile-time constant (a literal at the call site): as a runtime flag it
-    made this loop ~10x slower.
+    Rows are done four at a time with register accumulators (four
+    independent chains in flight).  Every row accumulates ``M[i, k] x[k]`` in
+    ascending ``k`` and adds ``v`` last, so all code paths (blocked,
+    sequential) round identically.
     """
     D = Y.shape[1]
     x0 = X[xr, 0]
     i = 0
     while i + 4 <= D:
-        s0 = _op(M3, m, i, 0, trans) * x0
-        s1 = _op(M3, m, i + 1, 0, trans) * x0
-        s2 = _op(M3, m, i + 2, 0, trans) * x0
-        s3 = _op(M3, m, i + 3, 0, trans) * x0
+        s0 = M3[m, i, 0] * x0
+        s1 = M3[m, i + 1, 0] * x0
+        s2 = M3[m, i + 2, 0] * x0
+        s3 = M3[m, i + 3, 0] * x0
         for k in range(1, D):
             xk = X[xr, k]
-            s0 += _op(M3, m, i, k, trans) * xk
-            s1 += _op(M3, m, i + 1, k, trans) * xk
-            s2 += _op(M3, m, i + 2, k, trans) * xk
-            s3 += _op(M3, m, i + 3, k, trans) * xk
+            s0 += M3[m, i, k] * xk
+            s1 += M3[m, i + 1, k] * xk
+            s2 += M3[m, i + 2, k] * xk
+            s3 += M3[m, i + 3, k] * xk
         Y[yr, i] = s0 + V[vr, i]
         Y[yr, i + 1] = s1 + V[vr, i + 1]
         Y[yr, i + 2] = s2 + V[vr, i + 2]
         Y[yr, i + 3] = s3 + V[vr, i + 3]
         i += 4
     while i < D:
-        s = _op(M3, m, i, 0, trans) * x0
+        s = M3[m, i, 0] * x0
         for k in range(1, D):
-            s += _op(M3, m, i, k, trans) * X[xr, k]
+            s += M3[m, i, k] * X[xr, k]
         Y[yr, i] = s + V[vr, i]
         i += 1
 
 
 @numba.njit(**_IJIT)
-def _dense_compose(M3, m, trans, P, p, Q, q):  # pragma: no cover - jitted
-    """Dense ``Q[q] = op(M3[m]) @ P[p]`` (``q != p``); loop order i, k, j (j contiguous)."""
-    D = Q.shape[1]
-    for i in range(D):
-        a = _op(M3, m, i, 0, trans)
-        for j in range(D):
-            Q[q, i, j] = a * P[p, 0, j]
+def _dense_matvec_t(M3, m, X, xr, V, vr, Y, yr):  # pragma: no cover - jitted
+    """Transposed twin of :func:`_dense_matvec`: ``Y[yr] = M3[m]^T @ X[xr] + V[vr]``."""
+    D = Y.shape[1]
+    x0 = X[xr, 0]
+    i = 0
+    while i + 4 <= D:
+        s0 = M3[m, 0, i] * x0
+        s1 = M3[m, 0, i + 1] * x0
+        s2 = M3[m, 0, i + 2] * x0
+        s3 = M3[m, 0, i + 3] * x0
         for k in range(1, D):
-            a = _op(M3, m, i, k, trans)
-            for j in range(D):
-                Q[q, i, j] += a * P[p, k, j]
+            xk = X[xr, k]
+            s0 += M3[m, k, i] * xk
+            s1 += M3[m, k, i + 1] * xk
+            s2 += M3[m, k, i + 2] * xk
+            s3 += M3[m, k, i + 3] * xk
+        Y[yr, i] = s0 + V[vr, i]
+        Y[yr, i + 1] = s1 + V[vr, i + 1]
+        Y[yr, i + 2] = s2 + V[vr, i + 2]
+        Y[yr, i + 3] = s3 + V[vr, i + 3]
+        i += 4
+    while i < D:
+        s = M3[m, 0, i] * x0
+        for k in range(1, D):
+            s += M3[m, k, i] * X[xr, k]
+        Y[yr, i] = s + V[vr, i]
+        i += 1
 
 
 @numba.njit(**_JIT)
-def _combine(PHI, c, X, E, Y):  # pragma: no cover - jitted
-    """Phase 2 step ``Y[c+1] = PHI[c] X[c] + E[c]`` (diagonal or dense ``PHI``)."""
-    if PHI.ndim == 2:
-        _diag_step(PHI, c, X, c, E, c, Y, c + 1)
+def _diag_solve(Ab, Vb, Ob, X, xr, ts, n, dt, ao, zero_carry):  # pragma: no cover - jitted
+    D = Vb.shape[1]
+    t = ts
+    if D == 1:
+        # Scalar recurrence: keep the state in a register.
+        h = Vb[t, 0] if zero_carry else Ab[t + ao, 0] * X[xr, 0] + Vb[t, 0]
+        Ob[t, 0] = h
+        for _ in range(1, n):
+            t += dt
+            h = Ab[t + ao, 0] * h + Vb[t, 0]
+            Ob[t, 0] = h
+        return
+    if zero_carry:
+        for d in range(D):
+            Ob[t, d] = Vb[t, d]
     else:
-        _dense_step(PHI, c, False, X, c, E, c, Y, c + 1)
+        ta = t + ao
+        for d in range(D):
+            Ob[t, d] = Ab[ta, d] * X[xr, d] + Vb[t, d]
+    for _ in range(1, n):
+        tp = t
+        t += dt
+        ta = t + ao
+        for d in range(D):
+            Ob[t, d] = Ab[ta, d] * Ob[tp, d] + Vb[t, d]
+
+
+@numba.njit(**_JIT)
+def _dense_solve(Ab, Vb, Ob, X, xr, ts, n, dt, ao, trans, zero_carry):  # pragma: no cover
+    D = Vb.shape[1]
+    t = ts
+    if zero_carry:
+        for d in range(D):
+            Ob[t, d] = Vb[t, d]
+        P = Ob
+        pr = t
+        t += dt
+        n -= 1
+    else:
+        P = X
+        pr = xr
+    for _ in range(n):
+        if trans:
+            _dense_matvec_t(Ab, t + ao, P, pr, Vb, t, Ob, t)
+        else:
+            _dense_matvec(Ab, t + ao, P, pr, Vb, t, Ob, t)
+        P = Ob
+        pr = t
+        t += dt
+
+
+@numba.njit(**_JIT)
+def _diag_end(Ab, Vb, ts, n, dt, ao, e, phi):  # pragma: no cover - jitted
+    D = Vb.shape[1]
+    t = ts
+    if D == 1:
+        a = Ab[t + ao, 0]
+        h = Vb[t, 0]
+        for _ in range(1, n):
+            t += dt
+            ak = Ab[t + ao, 0]
+            h = ak * h + Vb[t, 0]
+            a = ak * a
+        e[0] = h
+        phi[0] = a
+        return
+    for d in range(D):
+        e[d] = Vb[t, d]
+        phi[d] = Ab[t + ao, d]
+    for _ in range(1, n):
+        t += dt
+        ta = t + ao
+        for d in range(D):
+            ak = Ab[ta, d]
+            e[d] = ak * e[d] + Vb[t, d]
+            phi[d] = ak * phi[d]
+
+
+@numba.njit(**_JIT)
+def _dense_end(Ab, Vb, ts, n, dt, ao, trans, e, phi):  # pragma: no cover - jitted
+    D = Vb.shape[1]
+    # Ping-pong between the two rows of per-chunk scratch buffers.
+    eb = np.empty((2, D), dtype=e.dtype)
+    pb = np.empty((2, D, D), dtype=e.dtype)
+    t = ts
+    ta = t + ao
+    for i in range(D):
+        eb[0, i] = Vb[t, i]
+        for j in range(D):
+            pb[0, i, j] = Ab[ta, j, i] if trans else Ab[ta, i, j]
+    small = D < _SMALL_DENSE
+    cur = 0
+    for _ in range(1, n):
+        t += dt
+        ta = t + ao
+        nxt = 1 - cur
+        if trans:
+            _dense_matvec_t(Ab, ta, eb, cur, Vb, t, eb, nxt)
+        else:
+            _dense_matvec(Ab, ta, eb, cur, Vb, t, eb, nxt)
+        # pb[nxt] = op(A[ta]) @ pb[cur]
+        if small:
+            for i in range(D):
+                for j in range(D):
+                    a = Ab[ta, 0, i] if trans else Ab[ta, i, 0]
+                    s = a * pb[cur, 0, j]
+                    for k in range(1, D):
+                        a = Ab[ta, k, i] if trans else Ab[ta, i, k]
+                        s += a * pb[cur, k, j]
+                    pb[nxt, i, j] = s
+        else:
+            for i in range(D):
+                a = Ab[ta, 0, i] if trans else Ab[ta, i, 0]
+                for j in range(D):
+                    pb[nxt, i, j] = a * pb[cur, 0, j]
+                for k in range(1, D):
+                    a = Ab[ta, k, i] if trans else Ab[ta, i, k]
+                    for j in range(D):
+                        pb[nxt, i, j] += a * pb[cur, k, j]
+        cur = nxt
+    e[:] = eb[cur]
+    phi[:, :] = pb[cur]
 
 
 @numba.njit(**_JIT)
@@ -166,34 +288,10 @@ def _solve_chunk(Ab, Vb, Ob, X, xr, ts, n, dt, ao, trans, zero_carry):  # pragma
     (``Ab`` is not read there: the reverse scan's first step would read
     ``A_T``).
     """
-    D = Vb.shape[1]
-    t = ts
-    if zero_carry:
-        for d in range(D):
-            Ob[t, d] = Vb[t, d]
     if Ab.ndim == 2:
-        if D == 1:
-            # Scalar recurrence: keep the state in a register.
-            h = Ob[t, 0] if zero_carry else Ab[t + ao, 0] * X[xr, 0] + Vb[t, 0]
-            Ob[t, 0] = h
-            for _ in range(1, n):
-                t += dt
-                h = Ab[t + ao, 0] * h + Vb[t, 0]
-                Ob[t, 0] = h
-            return
-        if not zero_carry:
-            _diag_step(Ab, t + ao, X, xr, Vb, t, Ob, t)
-        for _ in range(1, n):
-            tp = t
-            t += dt
-            _diag_step(Ab, t + ao, Ob, tp, Vb, t, Ob, t)
+        _diag_solve(Ab, Vb, Ob, X, xr, ts, n, dt, ao, zero_carry)
     else:
-        if not zero_carry:
-            _dense_step(Ab, t + ao, trans, X, xr, Vb, t, Ob, t)
-        for _ in range(1, n):
-            tp = t
-            t += dt
-            _dense_step(Ab, t + ao, trans, Ob, tp, Vb, t, Ob, t)
+        _dense_solve(Ab, Vb, Ob, X, xr, ts, n, dt, ao, trans, zero_carry)
 
 
 @numba.njit(**_JIT)
@@ -201,50 +299,23 @@ def _end_chunk(Ab, Vb, ts, n, dt, ao, trans, e, phi):  # pragma: no cover - jitt
     """Phase 1 of a chunk: end state ``e`` from a zero carry-in and the map ``phi``.
 
     Same conventions as :func:`_solve_chunk`; writes only ``e`` (``(D,)``)
-    and ``phi`` (``(D,)`` diagonal, ``(D, D)`` dense).
+    and ``phi`` (``(D,)`` diagonal, ``(D, D)`` dense; the map applied to the
+    carry-in, i.e. already transposed for the reverse scan).
     """
-    D = Vb.shape[1]
-    t = ts
     if Ab.ndim == 2:
-        if D == 1:
-            a = Ab[t + ao, 0]
-            h = Vb[t, 0]
-            for _ in range(1, n):
-                t += dt
-                ak = Ab[t + ao, 0]
-                h = ak * h + Vb[t, 0]
-                a = ak * a
-            e[0] = h
-            phi[0] = a
-            return
-        for d in range(D):
-            e[d] = Vb[t, d]
-            phi[d] = Ab[t + ao, d]
-        for _ in range(1, n):
-            t += dt
-            ta = t + ao
-            for d in range(D):
-                ak = Ab[ta, d]
-                e[d] = ak * e[d] + Vb[t, d]
-                phi[d] = ak * phi[d]
-        return
-    # Dense: ping-pong between the two rows of per-chunk scratch buffers.
-    eb = np.empty((2, D), dtype=e.dtype)
-    pb = np.empty((2, D, D), dtype=e.dtype)
-    ta = t + ao
-    for i in range(D):
-        eb[0, i] = Vb[t, i]
-        for j in range(D):
-            pb[0, i, j] = Ab[ta, j, i] if trans else Ab[ta, i, j]
-    cur = 0
-    for _ in range(1, n):
-        t += dt
-        ta = t + ao
-        _dense_step(Ab, ta, trans, eb, cur, Vb, t, eb, 1 - cur)
-        _dense_compose(Ab, ta, trans, pb, cur, pb, 1 - cur)
-        cur = 1 - cur
-    e[:] = eb[cur]
-    phi[:, :] = pb[cur]
+        _diag_end(Ab, Vb, ts, n, dt, ao, e, phi)
+    else:
+        _dense_end(Ab, Vb, ts, n, dt, ao, trans, e, phi)
+
+
+@numba.njit(**_JIT)
+def _combine(PHI, c, X, E, Y):  # pragma: no cover - jitted
+    """Phase 2 step ``Y[c+1] = PHI[c] X[c] + E[c]`` (diagonal or dense ``PHI``)."""
+    if PHI.ndim == 2:
+        for d in range(Y.shape[1]):
+            Y[c + 1, d] = PHI[c, d] * X[c, d] + E[c, d]
+    else:
+        _dense_matvec(PHI, c, X, c, E, c, Y, c + 1)
 
 
 # --------------------------------------------------------------------------

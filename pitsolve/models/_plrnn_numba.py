@@ -248,3 +248,50 @@ def shplrnn_jvp(a, W1, W2T, h2, clipped, H, V, OUT, transpose, chunk):  # pragma
                     s[j] *= m[j]
                 for i in range(M):
                     OUT[n, i] = a[i] * v[i] + _dot8(W1[i], s)
+
+
+@numba.njit(**_PJIT)
+def shplrnn_vjp_params(W1, W2T, h2, clipped, H, U, chunk, GA, GW1, GW2T, GH1, GH2):
+    """Per chunk ``c`` of rows, the parameter cotangents summed over its rows (``G*[c]``).
+
+    With :math:`s = W_1^\\top u`: ``GA += u z``, ``GH1 += u``, ``GW1 += u φᵀ``,
+    ``GH2 += 1[p > 0] s``, ``GW2T += z (m s)ᵀ`` (``W2``'s cotangent transposed). The chunking
+    depends only on the number of rows, so the sums do not depend on the thread count.
+    """  # pragma: no cover - jitted
+    N, M = H.shape
+    L = h2.shape[0]
+    n_chunks = GA.shape[0]
+    for c in numba.prange(n_chunks):
+        phi = np.empty(L, dtype=H.dtype)
+        m = np.empty(L, dtype=H.dtype)
+        on = np.empty(L, dtype=H.dtype)
+        s = np.empty(L, dtype=H.dtype)
+        ga, gh1, gw1, gw2t, gh2 = GA[c], GH1[c], GW1[c], GW2T[c], GH2[c]
+        ga[:] = 0
+        gh1[:] = 0
+        gw1[:, :] = 0
+        gw2t[:, :] = 0
+        gh2[:] = 0
+        for n in range(c * chunk, min(N, (c + 1) * chunk)):
+            z = H[n]
+            u = U[n]
+            _hidden(W2T, h2, clipped, z, phi, m, on)
+            for j in range(L):
+                s[j] = 0
+            for i in range(M):
+                ui = u[i]
+                ga[i] += ui * z[i]
+                gh1[i] += ui
+                W1i = W1[i]
+                g1 = gw1[i]
+                for j in range(L):
+                    s[j] += W1i[j] * ui
+                    g1[j] += ui * phi[j]
+            for j in range(L):
+                gh2[j] += on[j] * s[j]
+                s[j] *= m[j]
+            for k in range(M):
+                zk = z[k]
+                g2 = gw2t[k]
+                for j in range(L):
+                    g2[j] += zk * s[j]

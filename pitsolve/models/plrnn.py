@@ -21,7 +21,7 @@ agree with each other everywhere, kinks included.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numba
 import numpy as np
@@ -32,6 +32,8 @@ from . import _plrnn_numba
 from .base import Model, Params
 
 __all__ = ["ALRNN", "ClippedShPLRNN", "ShPLRNN"]
+
+_S = TypeVar("_S", bound="_ShPLRNNBase")
 
 
 def _diag_scaled_init(rng: np.random.Generator, M: int) -> np.ndarray:
@@ -51,7 +53,8 @@ def _check_params(
     for k, shape in shapes.items():
         if tuple(p[k].shape) != shape:
             raise ValueError(f"{cls} params[{k!r}] must have shape {shape}, got {p[k].shape}")
-    return p if dtype is None else p.astype(dtype)
+    # one dtype for all arrays (the kernels need it): the given one, else the common one
+    return p.astype(p.dtype if dtype is None else dtype)
 
 
 def _add_diagonal(J_flat: Any, a: Any, M: int) -> Any:
@@ -61,6 +64,7 @@ def _add_diagonal(J_flat: Any, a: Any, M: int) -> Any:
 
 
 _DENSE_KERNEL_MAX_M = 16  # above this, dense Jacobians come from one BLAS product m @ P
+_FUSED_VJP_MAX_ML = 1 << 14  # above this, vjp_params sums by BLAS (per-chunk partials grow)
 
 
 def _chunk(N: int) -> int:
@@ -113,7 +117,7 @@ class _ShPLRNNBase(Model):
         super().__init__(p, state_dim=M, input_dim=0)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], *, dtype: Any = None) -> Any:
+    def from_params(cls: type[_S], params: Mapping[str, Any], *, dtype: Any = None) -> _S:
         """The model with the given arrays ``a (M,), W1 (M, L), W2 (L, M), h1 (M,), h2 (L,)``.
 
         Sizes are read from the shapes; ``dtype`` (default: that of the arrays) casts them.
@@ -204,12 +208,13 @@ class _ShPLRNNBase(Model):
         )
 
     def _nb(self) -> tuple[np.ndarray, ...]:
-        """Contiguous ``(a, W1, W2ᵀ, h1, h2)`` for the kernels."""
-        p = self.params
+        """Contiguous ``(a, W1, W2ᵀ, h1, h2)`` in one dtype for the kernels."""
+        p, dt = self.params, self.dtype
         return self.cached(
             "numba",
             lambda: tuple(
-                np.ascontiguousarray(v) for v in (p["a"], p["W1"], p["W2"].T, p["h1"], p["h2"])
+                np.ascontiguousarray(v, dtype=dt)
+                for v in (p["a"], p["W1"], p["W2"].T, p["h1"], p["h2"])
             ),
         )
 
@@ -341,9 +346,11 @@ class _ShPLRNNBase(Model):
         """
         xp = array_namespace(h, u)
         p = self.params
-        M = self.state_dim
+        M, L = self.state_dim, self.hidden_dim
         h, u = xp.broadcast_arrays(h, u)
         hf, uf = h.reshape(-1, M), u.reshape(-1, M)
+        if self._compiled(hf, uf) and M * L <= _FUSED_VJP_MAX_ML:
+            return self._vjp_params_fused(hf, uf)
         if self._compiled(hf, uf):
             _, _, phi, m, on = self._eval(hf, hidden=True)
         else:
@@ -358,6 +365,27 @@ class _ShPLRNNBase(Model):
             W2=xp.matmul(s_m.T, hf),
             h1=xp.sum(uf, axis=0),
             h2=xp.sum(s_on, axis=0),
+        )
+
+    def _vjp_params_fused(self, hf: np.ndarray, uf: np.ndarray) -> Params:
+        """:meth:`vjp_params` in one compiled pass: per-chunk sums, then a sum over chunks."""
+        M, L, dt = self.state_dim, self.hidden_dim, self.dtype
+        H, U = np.ascontiguousarray(hf), np.ascontiguousarray(uf)
+        N = H.shape[0]
+        chunk = max(256, -(-N // 64))  # fixed by N alone: sums independent of thread count
+        C = max(1, -(-N // chunk))
+        GA, GH1 = np.empty((C, M), dt), np.empty((C, M), dt)
+        GW1, GW2T, GH2 = np.empty((C, M, L), dt), np.empty((C, M, L), dt), np.empty((C, L), dt)
+        _, W1, W2T, _, h2 = self._nb()
+        _plrnn_numba.shplrnn_vjp_params(
+            W1, W2T, h2, self._clipped, H, U, chunk, GA, GW1, GW2T, GH1, GH2
+        )
+        return Params(
+            a=GA.sum(axis=0),
+            W1=GW1.sum(axis=0),
+            W2=GW2T.sum(axis=0).T.copy(),
+            h1=GH1.sum(axis=0),
+            h2=GH2.sum(axis=0),
         )
 
     def sequential(self, h0: Any, inputs: Any, T: int) -> Any:
@@ -413,7 +441,14 @@ class ShPLRNN(_ShPLRNNBase):
     params : explicit arrays ``a (M,), W1 (M, L), W2 (L, M), h1 (M,), h2 (L,)`` instead of the
         random initialisation (see also :meth:`from_params`).
 
-    The model has no inputs: ``x`` is ignored.
+    Notes
+    -----
+    The model has no inputs: ``x`` is ignored. On NumPy arrays in the parameters' dtype, ``f``
+    and every derivative run in compiled Numba kernels, parallel over the rows of all leading
+    axes (``jvp``/``vjp_h`` matrix-free, O(M L) per row; ``vjp_params`` summed in one pass);
+    other arrays (CuPy, mixed precision, broadcast shapes) take the array-namespace code. Both
+    evaluate the same formulas with the same convention :math:`\operatorname{relu}'(0) = 0`.
+    ``sequential`` is a compiled loop over t.
     """
 
 

@@ -1,0 +1,118 @@
+r"""The Levenberg–Marquardt (ELK) step as a Kalman smoother in parallel-scan form.
+
+Solves, for every batch element,
+
+.. math::
+
+    \min_\delta \sum_{t=1}^{T} \|\delta_t - F_t\delta_{t-1} - c_t\|^2 + \lambda\|\delta_t\|^2,
+    \qquad \delta_0 = 0,
+
+the MAP estimate of the linear-Gaussian model :math:`\delta_t = F_t\delta_{t-1} + c_t + w_t`,
+:math:`w_t \sim N(0, I)`, observed as :math:`0 = \delta_t + v_t`, :math:`v_t \sim N(0, I/\lambda)`.
+Three passes, each parallel over time:
+
+1. filter covariances :math:`P_t` by a log-depth scan of the associative elements
+   :math:`(A, C, J)` of Särkkä & García-Fernández (2021), with
+   :math:`A_k = \tfrac{\sigma^2}{1+\sigma^2}F_k`, :math:`C_k = \tfrac{\sigma^2}{1+\sigma^2}I`,
+   :math:`J_k = F_k^\top F_k/(1+\sigma^2)` (σ² = 1/λ; the first element has A = J = 0) and the
+   composition :math:`A_{ij} = A_j(I + C_iJ_j)^{-1}A_i`,
+   :math:`C_{ij} = A_j(I + C_iJ_j)^{-1}C_iA_j^\top + C_j`,
+   :math:`J_{ij} = A_i^\top(I + J_jC_i)^{-1}J_jA_i + J_i`;
+2. filter means, an affine scan: :math:`m_t = (I-K_t)F_t m_{t-1} + (I-K_t)c_t` with
+   :math:`P^-_t = F_tP_{t-1}F_t^\top + I`, :math:`I - K_t = \sigma^2(P^-_t + \sigma^2 I)^{-1}`;
+3. RTS smoother, a reverse affine scan: :math:`\delta_T = m_T`,
+   :math:`\delta_t = E_t\delta_{t+1} + m_t - E_t(F_{t+1}m_t + c_{t+1})`,
+   :math:`E_t = P_tF_{t+1}^\top(P^-_{t+1})^{-1}`.
+
+``F`` is ``(B, T, D, D)`` (dense) or ``(B, T, D)`` (diagonal: every matrix is diagonal and every
+inverse a division). Written against the array namespace: runs on NumPy and CuPy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends import array_namespace
+
+__all__ = ["lm_smoother"]
+
+
+class _Ops:
+    """Matrix algebra for dense (…, D, D) or diagonal (…, D) operands."""
+
+    def __init__(self, xp: Any, dense: bool, D: int, dtype: Any):
+        self.xp, self.dense = xp, dense
+        self.eye = xp.eye(D, dtype=dtype) if dense else xp.ones(D, dtype=dtype)
+
+    def mm(self, X: Any, Y: Any) -> Any:
+        return self.xp.matmul(X, Y) if self.dense else X * Y
+
+    def T(self, X: Any) -> Any:
+        return self.xp.swapaxes(X, -1, -2) if self.dense else X
+
+    def solve(self, X: Any, Y: Any) -> Any:
+        """X⁻¹ Y."""
+        return self.xp.linalg.solve(X, Y) if self.dense else Y / X
+
+    def mv(self, X: Any, v: Any) -> Any:
+        return self.xp.matmul(X, v[..., None])[..., 0] if self.dense else X * v
+
+
+def _combine(ops: _Ops, early: tuple, late: tuple) -> tuple:
+    """(A, C, J) of ``late ∘ early`` (early = i, late = j)."""
+    Ai, Ci, Ji = early
+    Aj, Cj, Jj = late
+    M = ops.eye + ops.mm(Ci, Jj)  # I + C_i J_j
+    A = ops.mm(Aj, ops.solve(M, Ai))
+    C = ops.mm(Aj, ops.solve(M, ops.mm(Ci, ops.T(Aj)))) + Cj
+    N = ops.T(M)  # I + J_j C_i (C, J symmetric)
+    J = ops.mm(ops.T(Ai), ops.solve(N, ops.mm(Jj, Ai))) + Ji
+    return A, C, J
+
+
+def _filter_covariances(ops: _Ops, F: Any, s2: float) -> Any:
+    """P_t for t = 1..T by a Hillis–Steele scan of (A, C, J) elements."""
+    xp = ops.xp
+    g = s2 / (1.0 + s2)
+    A = g * F
+    C = xp.broadcast_to(g * ops.eye, F.shape).copy()
+    J = ops.mm(ops.T(F), F) / (1.0 + s2)
+    A[:, 0] = 0.0  # known initial state δ_0 = 0: the first element is absorbing
+    J[:, 0] = 0.0
+    T = F.shape[1]
+    off = 1
+    while off < T:
+        new = _combine(ops, (A[:, :-off], C[:, :-off], J[:, :-off]),
+                       (A[:, off:], C[:, off:], J[:, off:]))
+        A, C, J = (xp.concatenate([X[:, :off], Y], axis=1) for X, Y in zip((A, C, J), new,
+                                                                         strict=True))
+        off *= 2
+    return C
+
+
+def lm_smoother(F: Any, c: Any, lam: float, *, scan: Any, scan_reverse: Any) -> Any:
+    """The minimiser δ ``(B, T, D)`` of the damped least-squares problem above.
+
+    ``scan(A, b, h0)`` and ``scan_reverse(A, g)`` are affine-scan kernels with the layout of
+    :mod:`pitsolve.kernels.numpy_scan` (so the means use the fast compiled scans).
+    """
+    xp = array_namespace(F, c)
+    B, _, D = c.shape
+    dense = F.ndim == 4
+    ops = _Ops(xp, dense, D, c.dtype)
+    s2 = 1.0 / lam
+    P = _filter_covariances(ops, F, s2)
+    P_prev = xp.concatenate([xp.zeros_like(P[:, :1]), P[:, :-1]], axis=1)
+    P_pred = ops.mm(ops.mm(F, P_prev), ops.T(F)) + ops.eye  # P⁻_t
+    S = P_pred + s2 * ops.eye
+    G = s2 * ops.solve(S, xp.broadcast_to(ops.eye, S.shape))  # I − K_t = σ²(P⁻ + σ²I)⁻¹
+    m = scan(xp.ascontiguousarray(ops.mm(G, F)), xp.ascontiguousarray(ops.mv(G, c)),
+             xp.zeros((B, D), dtype=c.dtype))
+    # smoother: δ_t = E_t δ_{t+1} + g_t, E_t = P_t F_{t+1}ᵀ (P⁻_{t+1})⁻¹ for t < T
+    F_next, P_pred_next = F[:, 1:], P_pred[:, 1:]
+    E = ops.T(ops.solve(P_pred_next, ops.mm(F_next, P[:, :-1])))  # (P⁻)⁻¹ symmetric
+    g = m.copy()
+    g[:, :-1] = m[:, :-1] - ops.mv(E, ops.mv(F_next, m[:, :-1]) + c[:, 1:])
+    # reverse kernel computes λ_t = g_t + A_{t+1}ᵀ λ_{t+1}: pass A_{t+1} = E_tᵀ
+    A_rev = xp.concatenate([xp.zeros((B, 1, *E.shape[2:]), dtype=E.dtype), ops.T(E)], axis=1)
+    return scan_reverse(xp.ascontiguousarray(A_rev), g)
