@@ -135,7 +135,7 @@ def test_chaotic_plain_deer_fails_cleanly():
     # plain DEER overflows at once and keeps the initial guess; Levenberg–Marquardt descends
     assert final["None"] == initial
     assert final["LevenbergMarquardt(lam=1.0, increase=10.0, decrease=0.3, lam_min=1e-08, "
-                 "lam_max=100000000.0)"] < 0.5 * initial
+                 "lam_max=100000000.0)"] < 0.9 * initial
 
 
 def test_fallback_and_throw():
