@@ -233,8 +233,14 @@ def _diag_end(Ab, Vb, ts, n, dt, ao, e, phi):  # pragma: no cover - jitted
 
 @numba.njit(**_JIT)
 def _dense_end(Ab, Vb, ts, n, dt, ao, trans, e, phi):  # pragma: no cover - jitted
+    """Dense phase 1: ``e`` and ``phi`` of one chunk (see :func:`_end_chunk`).
+
+    Ping-pongs between the two rows of per-chunk scratch buffers ``eb``,
+    ``pb``.  The map product ``pb[nxt] = op(A) @ pb[cur]`` uses scalar dot
+    products below ``_SMALL_DENSE`` and the vectorised loop order i, k, j
+    from it on.
+    """
     D = Vb.shape[1]
-    # Ping-pong between the two rows of per-chunk scratch buffers.
     eb = np.empty((2, D), dtype=e.dtype)
     pb = np.empty((2, D, D), dtype=e.dtype)
     t = ts
@@ -253,7 +259,6 @@ def _dense_end(Ab, Vb, ts, n, dt, ao, trans, e, phi):  # pragma: no cover - jitt
             _dense_matvec_t(Ab, ta, eb, cur, Vb, t, eb, nxt)
         else:
             _dense_matvec(Ab, ta, eb, cur, Vb, t, eb, nxt)
-        # pb[nxt] = op(A[ta]) @ pb[cur]
         if small:
             for i in range(D):
                 for j in range(D):
@@ -273,8 +278,10 @@ def _dense_end(Ab, Vb, ts, n, dt, ao, trans, e, phi):  # pragma: no cover - jitt
                     for j in range(D):
                         pb[nxt, i, j] += a * pb[cur, k, j]
         cur = nxt
-    e[:] = eb[cur]
-    phi[:, :] = pb[cur]
+    for i in range(D):
+        e[i] = eb[cur, i]
+        for j in range(D):
+            phi[i, j] = pb[cur, i, j]
 
 
 @numba.njit(**_JIT)
@@ -350,15 +357,22 @@ def _blocked_kernel(A, V, h0, out, cs, reverse, E, PHI, CARRY):  # pragma: no co
         ts = first + c * cs * dt
         n = min(cs, T - c * cs)
         if c == 0:
-            _solve_chunk(A[bi], V[bi], out[bi], h0, bi, ts, n, dt, ao, reverse, reverse)
+            if A.ndim == 3:
+                _diag_solve(A[bi], V[bi], out[bi], h0, bi, ts, n, dt, ao, reverse)
+            else:
+                _dense_solve(A[bi], V[bi], out[bi], h0, bi, ts, n, dt, ao, reverse, reverse)
+        elif A.ndim == 3:
+            _diag_end(A[bi], V[bi], ts, n, dt, ao, E[bi, c], PHI[bi, c])
         else:
-            _end_chunk(A[bi], V[bi], ts, n, dt, ao, reverse, E[bi, c], PHI[bi, c])
+            _dense_end(A[bi], V[bi], ts, n, dt, ao, reverse, E[bi, c], PHI[bi, c])
     if C < 2:
         return
 
     # Phase 2: carries, sequential over chunks.
     for bi in numba.prange(B):
-        CARRY[bi, 1, :] = out[bi, first + (cs - 1) * dt, :]
+        tl = first + (cs - 1) * dt
+        for d in range(V.shape[2]):
+            CARRY[bi, 1, d] = out[bi, tl, d]
         for c in range(2, C):
             _combine(PHI[bi], c - 1, CARRY[bi], E[bi], CARRY[bi])
 
@@ -369,12 +383,17 @@ def _blocked_kernel(A, V, h0, out, cs, reverse, E, PHI, CARRY):  # pragma: no co
         c = task - bi * n3 + 1
         ts = first + c * cs * dt
         n = min(cs, T - c * cs)
-        _solve_chunk(A[bi], V[bi], out[bi], CARRY[bi], c, ts, n, dt, ao, reverse, False)
+        if A.ndim == 3:
+            _diag_solve(A[bi], V[bi], out[bi], CARRY[bi], c, ts, n, dt, ao, False)
+        else:
+            _dense_solve(A[bi], V[bi], out[bi], CARRY[bi], c, ts, n, dt, ao, reverse, False)
 
 
 # ``reverse`` doubles as the dense ``trans`` flag of the inner loops, which
-# must be a compile-time constant: these entry points pass it as a literal, so
-# Numba specialises ``_blocked_kernel``/``_solve_chunk``/``_end_chunk`` on it.
+# must be a compile-time constant.  These entry points pass it as a literal,
+# so Numba specialises ``_blocked_kernel`` and the helpers on it.  (Not
+# ``numba.literally``: that sends every call from Python through the slow
+# compile-and-retry dispatch path, ~50 ms per call.)
 @numba.njit(**_JIT)
 def _blocked_forward(A, V, h0, out, cs, E, PHI, CARRY):  # pragma: no cover - jitted
     _blocked_kernel(A, V, h0, out, cs, False, E, PHI, CARRY)
@@ -437,7 +456,15 @@ def _chunks(T, chunk_size):
     return -(-T // chunk_size)
 
 
+def _as_diagonal_if_scalar(A):
+    """A dense ``(B, T, 1, 1)`` map is a diagonal one: use the (faster) diagonal kernels."""
+    if A.ndim == 4 and A.shape[2] == 1 and A.shape[3] == 1:
+        return A.reshape(A.shape[:3])
+    return A
+
+
 def _run_blocked(A, V, h0, chunk_size, reverse):
+    A = _as_diagonal_if_scalar(A)
     B, T, D = V.shape
     out = np.empty(V.shape, dtype=V.dtype)
     if B == 0 or T == 0:
@@ -484,7 +511,7 @@ def scan_sequential(A, b, h0):
     """Forward scan as a plain sequential loop over time (parallel over nothing)."""
     out = np.empty(b.shape, dtype=b.dtype)
     if out.size:
-        _sequential_kernel(A, b, h0, out, False)
+        _sequential_kernel(_as_diagonal_if_scalar(A), b, h0, out, False)
     return out
 
 
@@ -493,5 +520,5 @@ def scan_sequential_reverse(A, g):
     B, _, D = g.shape
     out = np.empty(g.shape, dtype=g.dtype)
     if out.size:
-        _sequential_kernel(A, g, np.zeros((B, D), dtype=g.dtype), out, True)
+        _sequential_kernel(_as_diagonal_if_scalar(A), g, np.zeros((B, D), dtype=g.dtype), out, True)
     return out
