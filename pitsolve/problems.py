@@ -19,17 +19,24 @@ class LinearRecurrenceProblem:
 
     Parameters
     ----------
-    A : array ``(..., T, D)`` (diagonal :math:`A_t`) or ``(..., T, D, D)`` (dense :math:`A_t`).
-    b : array ``(..., T, D)``.
-    h0 : array ``(..., D)``, the initial state.
-
-    All three share the leading batch axes ``...`` exactly, are float32 or float64 (mixed
-    precision is promoted to float64), finite, and are all NumPy or all CuPy arrays.
+    A
+        array ``(..., T, D)`` (diagonal :math:`A_t`) or ``(..., T, D, D)`` (dense :math:`A_t`).
+    b
+        array ``(..., T, D)``.
+    h0
+        array ``(..., D)``, the initial state.
 
     Attributes
     ----------
-    structure : ``"diagonal"`` or ``"dense"``.
-    batch_shape, T, D, dtype : sizes and precision.
+    structure
+        ``"diagonal"`` or ``"dense"``.
+    batch_shape, T, D, dtype
+        sizes and precision.
+
+    Notes
+    -----
+    All three arrays share the leading batch axes ``...`` exactly, are float32 or float64
+    (mixed precision is promoted to float64), finite, and are all NumPy or all CuPy arrays.
     """
 
     def __init__(self, A: Any, b: Any, h0: Any):
@@ -78,11 +85,15 @@ class RecurrenceProblem:
 
     Parameters
     ----------
-    model : a model implementing the pitsolve model protocol (``f``, ``jacobian``, ``jvp``,
+    model
+        a model implementing the pitsolve model protocol (``f``, ``jacobian``, ``jvp``,
         ``vjp_h``, ``vjp_params``, ``vjp_inputs``; see :mod:`pitsolve.models`).
-    h0 : array ``(..., D)``, the initial state; its leading axes are the batch axes.
-    inputs : optional array ``(..., T, N_x)`` of inputs :math:`x_t` with the same batch axes.
-    T : number of steps; required when ``inputs`` is None, else inferred (and checked if given).
+    h0
+        array ``(..., D)``, the initial state; its leading axes are the batch axes.
+    inputs
+        optional array ``(..., T, N_x)`` of inputs :math:`x_t` with the same batch axes.
+    T
+        number of steps; required when ``inputs`` is None, else inferred (and checked if given).
     """
 
     def __init__(self, model: Any, h0: Any, inputs: Any = None, T: int | None = None):

@@ -85,14 +85,22 @@ class Stats:
 
     Attributes
     ----------
-    iterations : outer iterations (Newton / sweeps); 0 for direct methods.
-    residual_history : max-norm residual before each iteration (nonlinear solves).
-    function_evals, jacobian_evals, jvp_evals : model evaluations, each counting a whole trajectory.
-    scans : affine scans performed.
-    krylov_iterations : inner Krylov iterations in total.
-    wall_time : seconds spent in the solve.
-    peak_bytes : bytes of the largest work arrays allocated by the algorithm.
-    extra : algorithm-specific entries (e.g. ``"fallback"``, per-window statistics).
+    iterations
+        outer iterations (Newton / sweeps); 0 for direct methods.
+    residual_history
+        max-norm residual before each iteration (nonlinear solves).
+    function_evals, jacobian_evals, jvp_evals
+        model evaluations, each counting a whole trajectory.
+    scans
+        affine scans performed.
+    krylov_iterations
+        inner Krylov iterations in total.
+    wall_time
+        seconds spent in the solve.
+    peak_bytes
+        bytes of the largest work arrays allocated by the algorithm.
+    extra
+        algorithm-specific entries (e.g. ``"fallback"``, per-window statistics).
     """
 
     iterations: int = 0
@@ -124,11 +132,16 @@ class Solution:
 
     Attributes
     ----------
-    states : array ``(..., T, D)``, the same array type and dtype as the problem's inputs.
-    retcode : how the solve ended (:class:`ReturnCode`); test with :func:`is_successful`.
-    stats : :class:`Stats`.
-    problem, algorithm : what was solved, and how.
-    converged : per-batch-element flags (array of shape ``batch``) where the algorithm reports
+    states
+        array ``(..., T, D)``, the same array type and dtype as the problem's inputs.
+    retcode
+        how the solve ended (:class:`ReturnCode`); test with :func:`is_successful`.
+    stats
+        :class:`Stats`.
+    problem, algorithm
+        what was solved, and how.
+    converged
+        per-batch-element flags (array of shape ``batch``) where the algorithm reports
         them, else ``None``.
     """
 

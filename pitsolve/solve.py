@@ -51,15 +51,23 @@ class Controls:
 
     Attributes
     ----------
-    rtol, atol : residual tolerances, max_t ‖r_t‖_∞ ≤ atol + rtol·‖h_t‖_∞ per batch element.
+    rtol, atol
+        residual tolerances, ``max_t |r_t|_inf <= atol + rtol * |h_t|_inf`` per batch element.
         Default by precision: float64 (1e-8, 1e-10), float32 (1e-5, 1e-6).
-    maxiter : outer iterations at most (default 100).
-    h_init : initial guess of the trajectory, shape ``(..., T, D)`` (warm start).
-    throw : raise :class:`SolverError` instead of returning a failed solution.
-    fallback : ``"sequential"`` solves sequentially when the algorithm fails (recorded in stats).
-    freeze_converged : skip work on the converged prefix of the trajectory.
-    backend : ``"numba"``, ``"numpy"`` or ``"cupy"``; overrides the algorithm's choice.
-    callback : called as ``callback(state)`` after every step; returning True stops the solve.
+    maxiter
+        outer iterations at most (default 100).
+    h_init
+        initial guess of the trajectory, shape ``(..., T, D)`` (warm start).
+    throw
+        raise :class:`SolverError` instead of returning a failed solution.
+    fallback
+        ``"sequential"`` solves sequentially when the algorithm fails (recorded in stats).
+    freeze_converged
+        skip work on the converged prefix of the trajectory.
+    backend
+        ``"numba"``, ``"numpy"`` or ``"cupy"``; overrides the algorithm's choice.
+    callback
+        called as ``callback(state)`` after every step; returning True stops the solve.
     """
 
     rtol: float | None = None

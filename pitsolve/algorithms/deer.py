@@ -88,13 +88,18 @@ class DEER(Algorithm):
 
     Parameters
     ----------
-    jacobian : which :math:`\\hat J_t` linearises f: ``"full"`` O(T D³) work per iteration
+    jacobian
+        which :math:`\\hat J_t` linearises f: ``"full"`` O(T D³) work per iteration
         (dense scan) with quadratic convergence near the solution, ``"diagonal"`` O(T D),
         ``"none"`` O(T D) (no scan at all: h ← f(h)).
-    damping : ``None``, :class:`LineSearch` or :class:`LevenbergMarquardt`.
-    backend : ``"auto"``, ``"numba"``, ``"numpy"`` or ``"cupy"`` (kernels for the scans).
-    chunk_size : chunk length of the blocked scan (None: automatic).
-    divergence_factor : report ``Diverged`` when the residual exceeds this multiple of the
+    damping
+        ``None``, :class:`LineSearch` or :class:`LevenbergMarquardt`.
+    backend
+        ``"auto"``, ``"numba"``, ``"numpy"`` or ``"cupy"`` (kernels for the scans).
+    chunk_size
+        chunk length of the blocked scan (None: automatic).
+    divergence_factor
+        report ``Diverged`` when the residual exceeds this multiple of the
         best residual seen.
     """
 

@@ -24,12 +24,15 @@ class ParallelScan(Algorithm):
 
     Parameters
     ----------
-    backend : ``"auto"`` (Numba on NumPy arrays, CuPy on CuPy arrays), ``"numba"``,
+    backend
+        ``"auto"`` (Numba on NumPy arrays, CuPy on CuPy arrays), ``"numba"``,
         ``"numpy"`` or ``"cupy"``.
-    method : ``"blocked"`` — three-phase chunked scan, work ≈ 2× sequential (diagonal),
+    method
+        ``"blocked"`` — three-phase chunked scan, work ≈ 2× sequential (diagonal),
         depth O(T/C + C) — or ``"logdepth"`` — Hillis–Steele, work O(T log T), depth O(log T).
         The Numba backend implements ``"blocked"``; ``"logdepth"`` runs on the array namespace.
-    chunk_size : steps per chunk of the blocked scan; ``None`` picks one from T, the batch size
+    chunk_size
+        steps per chunk of the blocked scan; ``None`` picks one from T, the batch size
         and the number of threads.
     """
 

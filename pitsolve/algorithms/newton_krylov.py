@@ -38,13 +38,20 @@ class NewtonKrylov(Algorithm):
 
     Parameters
     ----------
-    restart : GMRES restart length (Krylov vectors kept; memory ≈ restart · T · D numbers).
-    max_krylov : inner iterations at most per Newton step.
-    forcing : ``"eisenstat-walker"`` (adaptive inner tolerance) or ``"constant"`` (``eta``).
-    eta : initial (EW) or fixed (constant) relative inner tolerance.
-    preconditioner : ``"diagonal-scan"`` (quasi-DEER inverse, one diagonal scan) or ``"none"``.
-    backend, chunk_size : kernels of the preconditioner scan.
-    divergence_factor : report ``Diverged`` when the residual exceeds this multiple of the best.
+    restart
+        GMRES restart length (Krylov vectors kept; memory ≈ restart · T · D numbers).
+    max_krylov
+        inner iterations at most per Newton step.
+    forcing
+        ``"eisenstat-walker"`` (adaptive inner tolerance) or ``"constant"`` (``eta``).
+    eta
+        initial (EW) or fixed (constant) relative inner tolerance.
+    preconditioner
+        ``"diagonal-scan"`` (quasi-DEER inverse, one diagonal scan) or ``"none"``.
+    backend, chunk_size
+        kernels of the preconditioner scan.
+    divergence_factor
+        report ``Diverged`` when the residual exceeds this multiple of the best.
     """
 
     restart: int = 20

@@ -25,7 +25,8 @@ class Sequential(Algorithm):
 
     Parameters
     ----------
-    backend : ``"auto"``, ``"numba"``, ``"numpy"`` (a Python loop over t, vectorised over the
+    backend
+        ``"auto"``, ``"numba"``, ``"numpy"`` (a Python loop over t, vectorised over the
         batch) or ``"cupy"``.
     """
 

@@ -120,10 +120,14 @@ class Model:
 
     Attributes
     ----------
-    state_dim : D.
-    input_dim : N_x, 0 for autonomous models.
-    jacobian_structure : ``"dense"`` or ``"diagonal"``.
-    is_affine : True if f is affine in h with a Jacobian independent of h (then one scan
+    state_dim
+        D.
+    input_dim
+        N_x, 0 for autonomous models.
+    jacobian_structure
+        ``"dense"`` or ``"diagonal"``.
+    is_affine
+        True if f is affine in h with a Jacobian independent of h (then one scan
         solves the recurrence exactly and DEER converges in one iteration).
     """
 
