@@ -1,5 +1,21 @@
 r"""Adjoints (vector-Jacobian products) of solutions, derived by hand.
 
+For a nonlinear recurrence :math:`h_t = f(h_{t-1}, x_t; \theta)` solved to :math:`r(h^*) = 0`,
+the implicit-function theorem gives BPTT's adjoint recurrence, one reverse scan with the full
+Jacobians whatever algorithm solved the forward pass (MATH.md §4):
+
+.. math::
+
+    \lambda_T = g_T,\quad \lambda_t = g_t + J_{t+1}^\top \lambda_{t+1},\qquad
+    \bar\theta = \sum_t (\partial f/\partial\theta)^\top \lambda_t,\quad
+    \bar h_0 = J_1^\top \lambda_1,\quad \bar x_t = (\partial f/\partial x)^\top\lambda_t.
+
+Three routes compute λ, chosen by the solver that produced the solution
+(``sol.stats["adjoint"]``): ``"scan"`` (one transposed parallel scan of the Jacobians),
+``"matrix-free"`` (GMRES on :math:`J_F^\top\lambda = g` with VJPs only, preconditioned by the
+transposed diagonal scan: no (T, D, D) array) and ``"bptt"`` (the model's sequential backward
+loop, compiled for built-in models).
+
 For the affine recurrence :math:`h_t = A_t h_{t-1} + b_t` and a cotangent
 :math:`g_t = \partial L / \partial h_t`, one transposed scan gives
 
@@ -14,13 +30,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ._validation import as_float_array
 from .backends import array_namespace
 from .kernels import affine_scan_transpose
-from .problems import LinearRecurrenceProblem
+from .problems import LinearRecurrenceProblem, RecurrenceProblem
 from .solution import Solution, register_vjp
 
-__all__ = ["Cotangents", "check_cotangent"]
+__all__ = ["Cotangents", "check_cotangent", "recurrence_vjp"]
 
 
 class Cotangents:
@@ -52,3 +70,75 @@ def _linear_vjp(sol: Solution, g: Any) -> Cotangents:
     h_prev = xp.concatenate([p.h0[..., None, :], sol.states[..., :-1, :]], axis=-2)
     A_bar = lam * h_prev if p.structure == "diagonal" else lam[..., :, None] * h_prev[..., None, :]
     return Cotangents(A=A_bar, b=lam, h0=h0_bar)
+
+
+def _previous(problem: RecurrenceProblem, states: Any) -> Any:
+    """h_{t-1} for t = 1..T."""
+    xp = problem.xp
+    return xp.concatenate([problem.h0[..., None, :], states[..., :-1, :]], axis=-2)
+
+
+def _lambda_scan(model: Any, prev: Any, x: Any, g: Any, kernel: str) -> Any:
+    if model.jacobian_structure == "diagonal":
+        J = model.jacobian(prev, x)
+    else:
+        J = model.f_and_jacobian(prev, x)[1]
+    return affine_scan_transpose(J, g, kernel=kernel)[0]
+
+
+def _lambda_matrix_free(model: Any, prev: Any, x: Any, g: Any, kernel: str, rtol: float) -> Any:
+    """Solve J_Fᵀ λ = g, (J_Fᵀ λ)_t = λ_t − J_{t+1}ᵀ λ_{t+1}, with GMRES and VJPs only."""
+    xp = array_namespace(g)
+    if xp.__name__ == "cupy":  # pragma: no cover - needs a GPU
+        from cupyx.scipy.sparse.linalg import LinearOperator, gmres
+    else:
+        from scipy.sparse.linalg import LinearOperator, gmres
+    shape, n, dtype = g.shape, g.size, g.dtype
+    prev_next, x_next = prev[..., 1:, :], None if x is None else x[..., 1:, :]
+
+    def jvp_FT(lam: Any) -> Any:
+        lam = lam.reshape(shape)
+        out = lam.copy()
+        out[..., :-1, :] -= model.vjp_h(prev_next, x_next, lam[..., 1:, :])
+        return out.ravel()
+
+    d = model.diagonal_jacobian(prev, x)
+
+    def precondition(y: Any) -> Any:
+        return affine_scan_transpose(d, y.reshape(shape), kernel=kernel)[0].ravel()
+
+    A = LinearOperator((n, n), matvec=jvp_FT, dtype=dtype)
+    M = LinearOperator((n, n), matvec=precondition, dtype=dtype)
+    lam, info = gmres(A, g.ravel(), rtol=rtol, atol=0.0, restart=30, maxiter=50, M=M)
+    if info != 0:
+        raise RuntimeError(
+            f"the matrix-free adjoint solve did not reach rtol={rtol:g} (GMRES info={info}); "
+            "the forward trajectory is probably not contracting: use a DEER solution's vjp"
+        )
+    return lam.reshape(shape).astype(dtype, copy=False)
+
+
+@register_vjp(RecurrenceProblem)
+def recurrence_vjp(sol: Solution, g: Any) -> Cotangents:
+    """Cotangents ``.params`` (a :class:`~pitsolve.models.Params`), ``.h0`` and ``.inputs``
+    (None without inputs) of L given ``g = dL/dstates``, at the solution's trajectory."""
+    p: RecurrenceProblem = sol.problem
+    g = check_cotangent(sol, g)
+    model = p.working_model()
+    route = sol.stats.extra.get("adjoint", "scan")
+    kernel = sol.stats.extra.get("kernel", "numba")
+    if route == "bptt" and hasattr(model, "bptt"):
+        params_bar, h0_bar, inputs_bar = model.bptt(p.h0, p.inputs, sol.states, g)
+        return Cotangents(params=params_bar, h0=h0_bar, inputs=inputs_bar)
+    prev, x = _previous(p, sol.states), p.inputs
+    if route == "matrix-free":
+        rtol = 10 * float(np.finfo(g.dtype).eps) ** 0.75
+        lam = _lambda_matrix_free(model, prev, x, g, kernel, rtol)
+    else:
+        lam = _lambda_scan(model, prev, x, g, kernel)
+    x0 = None if x is None else x[..., 0, :]
+    return Cotangents(
+        params=model.vjp_params(prev, x, lam),
+        h0=model.vjp_h(p.h0, x0, lam[..., 0, :]),
+        inputs=None if x is None else model.vjp_inputs(prev, x, lam),
+    )

@@ -137,10 +137,25 @@ class RecurrenceProblem:
         check_finite(h0, "h0")
         dtype = result_float_dtype(h0, inputs)
         self.model = model
+        self._working_model: Any = None
         self.h0 = h0 if h0.dtype == dtype else h0.astype(dtype)
         self.inputs = inputs if inputs is None or inputs.dtype == dtype else inputs.astype(dtype)
         self.batch_shape, self.T, self.D, self.dtype = batch, T, D, dtype
         self.xp = array_namespace(h0, inputs)
+
+    def working_model(self) -> Any:
+        """The model with parameters in the problem's precision (float32 stays float32).
+
+        Solvers and adjoints evaluate this one, so a float32 problem never silently computes
+        in float64. Computed once per problem.
+        """
+        if self._working_model is None:
+            model = self.model
+            dtype = getattr(model, "dtype", None)
+            if dtype is not None and dtype != self.dtype and hasattr(model, "astype"):
+                model = model.astype(self.dtype)
+            self._working_model = model
+        return self._working_model
 
     def __repr__(self) -> str:
         return (

@@ -27,7 +27,6 @@ from ..problems import RecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register
 from .base import select_backend
-from .sequential import model_in_dtype
 
 __all__ = ["DEER", "LevenbergMarquardt", "LineSearch"]
 
@@ -165,7 +164,7 @@ class NewtonState(SolverState):
     def __init__(self, problem: RecurrenceProblem, algorithm: Any, controls: Controls):
         super().__init__(problem, algorithm, controls)
         self.xp = problem.xp
-        self.model = model_in_dtype(problem)
+        self.model = problem.working_model()
         self.rtol, self.atol = controls.tolerances(problem.dtype)
         self.h = initial_guess(problem, controls.h_init)
         self.start = 0  # steps before `start` are converged and frozen
@@ -267,6 +266,7 @@ class DEERSolve(NewtonState):
         backend = select_backend(problem, algorithm.backend, controls.backend)
         self.kernel = "numba" if backend == "numba" else "numpy"
         self.stats.extra["kernel"] = self.kernel
+        self.stats.extra["adjoint"] = "scan"
         damping = algorithm.damping
         self.lam = damping.lam if isinstance(damping, LevenbergMarquardt) else 0.0
 

@@ -94,6 +94,7 @@ class NewtonKrylovSolve(NewtonState):
         super().__init__(problem, algorithm, controls)
         backend = select_backend(problem, algorithm.backend, controls.backend)
         self.kernel = "numba" if backend == "numba" else "numpy"
+        self.stats.extra.update(kernel=self.kernel, adjoint="matrix-free")
         self.eta = algorithm.eta
         self.last_norm: float | None = None
 

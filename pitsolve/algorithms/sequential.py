@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from ..models.base import step_loop
 from ..problems import RecurrenceProblem
@@ -11,7 +10,7 @@ from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register
 from .base import select_backend
 
-__all__ = ["Sequential", "model_in_dtype"]
+__all__ = ["Sequential"]
 
 _BACKENDS = ("auto", "numba", "numpy", "cupy")
 
@@ -38,25 +37,17 @@ class Sequential(Algorithm):
             raise ValueError(f"backend must be one of {_BACKENDS}, got {self.backend!r}")
 
 
-def model_in_dtype(problem: RecurrenceProblem) -> Any:
-    """The problem's model with parameters in the problem's precision (float32 stays float32)."""
-    model = problem.model
-    dtype = getattr(model, "dtype", None)
-    if dtype is not None and dtype != problem.dtype and hasattr(model, "astype"):
-        return model.astype(problem.dtype)
-    return model
-
-
 class SequentialSolve(SolverState):
     """h_t = f(h_{t-1}, x_t) for t = 1..T, in one step."""
 
     def __init__(self, problem: RecurrenceProblem, algorithm: Sequential, controls: Controls):
         super().__init__(problem, algorithm, controls)
         self.backend = select_backend(problem, algorithm.backend, controls.backend)
+        self.stats.extra["adjoint"] = "bptt" if self.backend == "numba" else "scan"
 
     def step(self) -> None:
         p = self.problem
-        model = model_in_dtype(p)
+        model = p.working_model()
         if self.backend == "numba" and hasattr(model, "sequential"):
             states = model.sequential(p.h0, p.inputs, p.T)
         else:
