@@ -1,0 +1,1 @@
+"""Training: forcing, losses, optimisers, fit, checkpoints."""
