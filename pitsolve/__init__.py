@@ -17,17 +17,22 @@ from .algorithms import (
 from .problems import LinearRecurrenceProblem, RecurrenceProblem
 from .solution import ReturnCode, Solution, SolverError, Stats, is_successful
 from .solve import Algorithm, Controls, finalize, init, solve, step
+from .training import GTF, STF, FitResult, NoForcing, fit, loss_and_grad, optim
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEER",
+    "GTF",
+    "STF",
     "Algorithm",
     "Controls",
+    "FitResult",
     "LevenbergMarquardt",
     "LineSearch",
     "LinearRecurrenceProblem",
     "NewtonKrylov",
+    "NoForcing",
     "ParallelScan",
     "RecurrenceProblem",
     "ReturnCode",
@@ -36,10 +41,13 @@ __all__ = [
     "SolverError",
     "Stats",
     "finalize",
+    "fit",
     "init",
     "is_successful",
     "kernels",
+    "loss_and_grad",
     "models",
+    "optim",
     "solve",
     "step",
 ]

@@ -1,0 +1,245 @@
+r"""``fit``: train a model on one long series or a batch of series with teacher forcing.
+
+Each optimiser step draws ``batch_size`` windows of ``seq_len`` steps uniformly from the data
+(the whole series when ``seq_len`` is None), computes the forced loss and its hand-derived
+gradient with the chosen solver (:func:`~pitsolve.training.losses.loss_and_grad`), and updates
+the parameters. With adaptive GTF, α is re-estimated every ``update_every`` steps from the
+Jacobians at the data-inferred states. Checkpoints are written atomically every
+``checkpoint_every`` epochs; ``resume=True`` continues from the last one and ends with the
+parameters an uninterrupted run would have reached (same backend and thread count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..backends import array_namespace
+from ..models.base import Model, Params
+from ..solution import SolverError
+from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .forcing import GTF, STF, NoForcing, estimate_alpha, forcing_signal
+from .losses import check_data, forced_loss
+from .optim import OptimizerState, RAdam
+
+__all__ = ["FitResult", "fit"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class FitResult:
+    """The outcome of :func:`fit`.
+
+    Attributes
+    ----------
+    model
+        the trained model (parameters after the last completed step).
+    loss_history, alpha_history
+        per epoch: mean training loss, α at the end of the epoch.
+    stats
+        per epoch: dict of solver iterations, fallbacks, wall time, learning rate.
+    epochs
+        epochs completed (including those before a resume).
+    stopped
+        None if training ran to the end, else why it stopped (NaN parameters, a callback, Ctrl-C).
+    checkpoint
+        the checkpoint path, if any.
+    """
+
+    model: Model
+    loss_history: list[float]
+    alpha_history: list[float]
+    stats: list[dict[str, Any]]
+    epochs: int
+    stopped: str | None = None
+    checkpoint: str | None = None
+
+
+def _windows(data: Any, seq_len: int | None, batch_size: int, rng: np.random.Generator) -> Any:
+    """``batch_size`` windows of ``seq_len`` steps drawn uniformly from the series."""
+    series = data if data.ndim == 3 else data[None]
+    if seq_len is None or seq_len >= series.shape[1]:
+        return series
+    n_series, T = series.shape[:2]
+    which = rng.integers(0, n_series, size=batch_size)
+    start = rng.integers(0, T - seq_len + 1, size=batch_size)
+    idx = start[:, None] + np.arange(seq_len)[None, :]
+    xp = array_namespace(series)
+    return series[xp.asarray(which)[:, None], xp.asarray(idx)]
+
+
+def _state_arrays(params: Params, opt_state: OptimizerState) -> dict[str, Any]:
+    arrays = {f"params/{k}": np.asarray(v) for k, v in params.items()}
+    arrays.update(opt_state.to_arrays(prefix="opt/"))
+    return arrays
+
+
+def fit(
+    model: Model,
+    data: Any,
+    *,
+    forcing: GTF | STF | NoForcing | None = None,
+    solver: Any = None,
+    optimizer: Any = None,
+    epochs: int = 10,
+    steps_per_epoch: int | None = None,
+    seq_len: int | None = 200,
+    batch_size: int = 16,
+    seed: int = 0,
+    callbacks: Sequence[Callable[[dict[str, Any]], Any]] = (),
+    progress: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    controls: dict[str, Any] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data`` (a series ``(T, N)`` or a batch ``(B, T, N)``).
+
+    Parameters
+    ----------
+    forcing
+        :class:`GTF` (default ``GTF(alpha="adaptive")``), :class:`STF` or :class:`NoForcing`.
+    solver
+        algorithm of the forced recurrence: ``DEER()`` (default, GTF-DEER), ``Sequential()``
+        (GTF-BPTT), ``DEER(jacobian="diagonal")``, ``NewtonKrylov()``.
+    optimizer
+        default ``RAdam(lr=1e-3)``; any object with ``init(params)`` and
+        ``update(params, grads, state)``.
+    epochs, steps_per_epoch
+        epochs and optimiser steps per epoch (default: enough windows to cover the data once).
+    seq_len, batch_size
+        window length (None: whole series) and windows per step.
+    callbacks
+        each called as ``cb(info)`` after every epoch with a dict (epoch, loss, alpha, model,
+        ...); returning True stops training.
+    progress
+        print one line per epoch to stderr.
+    checkpoint, checkpoint_every, resume
+        path of the atomic checkpoint file, its period in epochs, and whether to continue
+        from it.
+    controls
+        solve controls for every forward solve (default ``{"fallback": "sequential"}``, so a
+        failed parallel solve never stops training; fallbacks are counted in ``stats``).
+    """
+    from ..algorithms import DEER
+
+    forcing = GTF(alpha="adaptive") if forcing is None else forcing
+    solver = DEER() if solver is None else solver
+    optimizer = RAdam(lr=1e-3) if optimizer is None else optimizer
+    controls = {"fallback": "sequential", **(controls or {})}
+    data = check_data(data, model)
+    for name, v in (("epochs", epochs), ("batch_size", batch_size),
+                    ("checkpoint_every", checkpoint_every)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if seq_len is not None and (not isinstance(seq_len, int) or seq_len < 2):
+        raise ValueError(f"seq_len must be None or an integer ≥ 2, got {seq_len!r}")
+    if seq_len is not None and seq_len > data.shape[-2]:
+        raise ValueError(f"seq_len={seq_len} exceeds the series length {data.shape[-2]}")
+    if steps_per_epoch is None:
+        total = data.shape[-2] * (data.shape[0] if data.ndim == 3 else 1)
+        per_step = (seq_len or data.shape[-2]) * (batch_size if seq_len else 1)
+        steps_per_epoch = max(1, math.ceil(total / per_step))
+    path = None if checkpoint is None else os.fspath(checkpoint)
+
+    params = model.params
+    opt_state = optimizer.init(params)
+    rng = np.random.default_rng(seed)
+    alpha = getattr(forcing, "initial_alpha", 0.0)
+    losses: list[float] = []
+    alphas: list[float] = []
+    stats: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume:
+        if path is None:
+            raise ValueError("resume=True needs checkpoint=PATH")
+        if os.path.exists(path):
+            arrays, meta = load_checkpoint(path)
+            params = Params({k: arrays[f"params/{k}"] for k in params})
+            opt_state = OptimizerState.from_arrays(arrays, params, prefix="opt/")
+            rng = restore_rng(meta["rng"])
+            alpha, start_epoch = meta["alpha"], meta["epoch"]
+            losses, alphas, stats = meta["loss_history"], meta["alpha_history"], meta["stats"]
+            log.info("resumed from %s at epoch %d", path, start_epoch)
+    model = model.replace(params)
+    step = start_epoch * steps_per_epoch
+    stopped = None
+    # the state at the end of the last completed epoch: what Ctrl-C saves
+    good = (params, opt_state, rng_state(rng), alpha)
+    try:
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            epoch_losses, iters, fallbacks = [], 0, 0
+            for _ in range(steps_per_epoch):
+                batch = _windows(data, seq_len, batch_size, rng)
+                if getattr(forcing, "adaptive", False) and step % forcing.update_every == 0:
+                    alpha = estimate_alpha(model, forcing_signal(batch, model.state_dim),
+                                           forcing, alpha)
+                try:
+                    loss, grads, sol = forced_loss(model, batch, forcing=forcing, solver=solver,
+                                                   alpha=alpha, **controls)
+                except SolverError as exc:
+                    stopped = f"the forward solve failed at epoch {epoch + 1}: {exc}"
+                    break
+                try:
+                    params, opt_state = optimizer.update(params, grads, opt_state)
+                except FloatingPointError as exc:
+                    stopped = f"non-finite gradient at epoch {epoch + 1}: {exc}"
+                    break
+                if not all(bool(np.isfinite(np.asarray(v)).all()) for v in params.values()):
+                    stopped = f"parameters became non-finite at epoch {epoch + 1}"
+                    break
+                model = model.replace(params)
+                epoch_losses.append(loss)
+                iters += sol.stats.iterations
+                fallbacks += "fallback" in sol.stats.extra
+                step += 1
+            if stopped:
+                params, opt_state, _, alpha = good
+                model = model.replace(params)
+                break
+            losses.append(float(np.mean(epoch_losses)))
+            alphas.append(float(alpha))
+            stats.append({"epoch": epoch + 1, "wall_time": time.perf_counter() - t0,
+                          "steps": steps_per_epoch, "solver_iterations": iters,
+                          "fallbacks": fallbacks,
+                          "learning_rate": float(optimizer.learning_rate(step))})
+            good = (params, opt_state, rng_state(rng), alpha)
+            if path is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+                _save(path, params, opt_state, rng, alpha, epoch + 1, losses, alphas, stats)
+            info = {"epoch": epoch + 1, "loss": losses[-1], "alpha": alphas[-1], "model": model,
+                    "stats": stats[-1]}
+            if progress:
+                print(f"epoch {epoch + 1:5d}/{epochs}  loss {losses[-1]:.4e}  "
+                      f"alpha {alphas[-1]:.3f}  {stats[-1]['wall_time']:.2f}s", file=sys.stderr)
+            if any(cb(info) is True for cb in callbacks):
+                stopped = f"stopped by a callback after epoch {epoch + 1}"
+                break
+    except KeyboardInterrupt:
+        params, opt_state, rng_dict, alpha = good
+        model = model.replace(params)
+        stopped = "interrupted (Ctrl-C)"
+        if path is not None:
+            _save(path, params, opt_state, restore_rng(rng_dict), alpha, len(losses), losses,
+                  alphas, stats)
+    if stopped:
+        log.warning("training stopped: %s", stopped)
+    return FitResult(model=model, loss_history=losses, alpha_history=alphas, stats=stats,
+                     epochs=len(losses), stopped=stopped, checkpoint=path)
+
+
+def _save(path: str, params: Params, opt_state: OptimizerState, rng: np.random.Generator,
+          alpha: float, epoch: int, losses: list[float], alphas: list[float],
+          stats: list[dict[str, Any]]) -> None:
+    meta = {"epoch": epoch, "alpha": float(alpha), "rng": rng_state(rng),
+            "loss_history": losses, "alpha_history": alphas, "stats": stats}
+    save_checkpoint(path, _state_arrays(params, opt_state), meta)
