@@ -197,3 +197,28 @@ def test_bad_data_is_rejected_before_any_work(bad):
         kw = {"seq_len": 500}
     with pytest.raises(ValueError):
         ps.fit(model, data, epochs=1, **kw)
+
+
+def test_validation_keeps_the_best_model_across_resume(tmp_path):
+    """Model selection: the lowest validation score's parameters are returned (NaN never wins),
+    and the choice survives a checkpoint/resume."""
+    data = lorenz_data(T=300)
+    scores = iter([3.0, 1.0, float("nan"), 2.0, 5.0] * 2)
+    seen = []
+
+    def validate(model):
+        seen.append(model.params["a"].copy())
+        return next(scores)
+
+    kw = dict(forcing=ps.GTF(alpha=0.3), seq_len=30, batch_size=2, steps_per_epoch=2,
+              optimizer=ps.optim.Adam(lr=1e-2), validate=validate)
+    model = ps.models.ShPLRNN(3, 6, seed=0)
+    res = ps.fit(model, data, epochs=5, **kw)
+    assert res.best_epoch == 2 and res.best_score == 1.0
+    np.testing.assert_array_equal(res.best_model.params["a"], seen[1])
+    assert [e for e, _ in res.validation_history] == [1, 2, 3, 4, 5]
+    scores = iter([3.0, 1.0, float("nan"), 2.0, 5.0])
+    ps.fit(model, data, epochs=3, checkpoint=tmp_path / "c.npz", **kw)
+    resumed = ps.fit(model, data, epochs=5, checkpoint=tmp_path / "c.npz", resume=True, **kw)
+    assert resumed.best_epoch == 2
+    np.testing.assert_array_equal(resumed.best_model.params["a"], res.best_model.params["a"])

@@ -53,6 +53,11 @@ class FitResult:
         None if training ran to the end, else why it stopped (NaN parameters, a callback, Ctrl-C).
     checkpoint
         the checkpoint path, if any.
+    validation_history
+        ``(epoch, score)`` pairs from ``validate`` (lower is better).
+    best_model, best_score, best_epoch
+        the model with the lowest validation score seen (the final model when no
+        ``validate`` was given).
     """
 
     model: Model
@@ -62,6 +67,10 @@ class FitResult:
     epochs: int
     stopped: str | None = None
     checkpoint: str | None = None
+    validation_history: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    best_model: Model | None = None
+    best_score: float = math.inf
+    best_epoch: int = 0
 
 
 def _windows(data: Any, seq_len: int | None, batch_size: int, rng: np.random.Generator) -> Any:
@@ -101,6 +110,8 @@ def fit(
     checkpoint_every: int = 1,
     resume: bool = False,
     controls: dict[str, Any] | None = None,
+    validate: Callable[[Model], float] | None = None,
+    validate_every: int = 1,
 ) -> FitResult:
     """Train ``model`` on ``data`` (a series ``(T, N)`` or a batch ``(B, T, N)``).
 
@@ -129,6 +140,11 @@ def fit(
     controls
         solve controls for every forward solve (default ``{"fallback": "sequential"}``, so a
         failed parallel solve never stops training; fallbacks are counted in ``stats``).
+    validate, validate_every
+        model selection: ``validate(model) -> score`` (lower is better; NaN counts as worst)
+        every ``validate_every`` epochs. The one-step forced loss does not measure long-term
+        reconstruction, so DSR training scores the free-running model on held-out data and
+        keeps the best parameters (``FitResult.best_model``).
     """
     from ..algorithms import DEER
 
@@ -138,7 +154,7 @@ def fit(
     controls = {"fallback": "sequential", **(controls or {})}
     data = check_data(data, model)
     for name, v in (("epochs", epochs), ("batch_size", batch_size),
-                    ("checkpoint_every", checkpoint_every)):
+                    ("checkpoint_every", checkpoint_every), ("validate_every", validate_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     if seq_len is not None and (not isinstance(seq_len, int) or seq_len < 2):
@@ -159,6 +175,8 @@ def fit(
     alphas: list[float] = []
     stats: list[dict[str, Any]] = []
     start_epoch = 0
+    validation: list[tuple[int, float]] = []
+    best: tuple[float, int, Params] = (math.inf, 0, params)
     if resume:
         if path is None:
             raise ValueError("resume=True needs checkpoint=PATH")
@@ -169,6 +187,10 @@ def fit(
             rng = restore_rng(meta["rng"])
             alpha, start_epoch = meta["alpha"], meta["epoch"]
             losses, alphas, stats = meta["loss_history"], meta["alpha_history"], meta["stats"]
+            validation = [tuple(v) for v in meta.get("validation", [])]
+            if "best/epoch" in arrays:
+                best_params = Params({k: arrays[f"best/{k}"] for k in params})
+                best = (float(meta["best_score"]), int(arrays["best/epoch"]), best_params)
             log.info("resumed from %s at epoch %d", path, start_epoch)
     model = model.replace(params)
     step = start_epoch * steps_per_epoch
@@ -213,9 +235,16 @@ def fit(
                           "steps": steps_per_epoch, "solver_iterations": iters,
                           "fallbacks": fallbacks,
                           "learning_rate": float(optimizer.learning_rate(step))})
+            if validate is not None and (epoch + 1) % validate_every == 0:
+                score = float(validate(model))
+                validation.append((epoch + 1, score))
+                stats[-1]["validation"] = score
+                if score < best[0]:  # NaN never wins
+                    best = (score, epoch + 1, params)
             good = (params, opt_state, rng_state(rng), alpha)
             if path is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-                _save(path, params, opt_state, rng, alpha, epoch + 1, losses, alphas, stats)
+                _save(path, params, opt_state, rng, alpha, epoch + 1, losses, alphas, stats,
+                      validation, best)
             info = {"epoch": epoch + 1, "loss": losses[-1], "alpha": alphas[-1], "model": model,
                     "stats": stats[-1]}
             if progress:
@@ -230,16 +259,28 @@ def fit(
         stopped = "interrupted (Ctrl-C)"
         if path is not None:
             _save(path, params, opt_state, restore_rng(rng_dict), alpha, len(losses), losses,
-                  alphas, stats)
+                  alphas, stats, validation, best)
     if stopped:
         log.warning("training stopped: %s", stopped)
+    if validate is None or best[1] == 0:
+        best_model, best_score, best_epoch = model, best[0], len(losses)
+    else:
+        best_model, best_score, best_epoch = model.replace(best[2]), best[0], best[1]
     return FitResult(model=model, loss_history=losses, alpha_history=alphas, stats=stats,
-                     epochs=len(losses), stopped=stopped, checkpoint=path)
+                     epochs=len(losses), stopped=stopped, checkpoint=path,
+                     validation_history=validation, best_model=best_model,
+                     best_score=best_score, best_epoch=best_epoch)
 
 
 def _save(path: str, params: Params, opt_state: OptimizerState, rng: np.random.Generator,
           alpha: float, epoch: int, losses: list[float], alphas: list[float],
-          stats: list[dict[str, Any]]) -> None:
+          stats: list[dict[str, Any]], validation: list[tuple[int, float]],
+          best: tuple[float, int, Params]) -> None:
     meta = {"epoch": epoch, "alpha": float(alpha), "rng": rng_state(rng),
-            "loss_history": losses, "alpha_history": alphas, "stats": stats}
-    save_checkpoint(path, _state_arrays(params, opt_state), meta)
+            "loss_history": losses, "alpha_history": alphas, "stats": stats,
+            "validation": [list(v) for v in validation], "best_score": best[0]}
+    arrays = _state_arrays(params, opt_state)
+    if best[1] > 0:
+        arrays.update({f"best/{k}": np.asarray(v) for k, v in best[2].items()})
+        arrays["best/epoch"] = np.asarray(best[1])
+    save_checkpoint(path, arrays, meta)
