@@ -1,0 +1,1 @@
+"""Dynamical systems reconstruction: benchmark systems, measures, evaluation."""
