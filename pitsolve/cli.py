@@ -1,31 +1,341 @@
 """The ``pitsolve`` command line.
 
-    pitsolve reconstruct [SYSTEM] ...   train a model on a chaotic time series (the main job)
-    pitsolve --version
+    pitsolve reconstruct [SYSTEM | --data FILE] ...   train a model on a chaotic series (main job)
+    pitsolve evaluate PARAMS --data FILE              measure a trained model against data
+    pitsolve simulate PARAMS --steps N --out FILE     generate a trajectory from a trained model
+
+Bad arguments and bad files end with a one-line error and exit status 2, never a traceback.
+Ctrl-C during training saves a checkpoint that ``--resume`` continues.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from . import __version__
 
 __all__ = ["main"]
 
+SOLVERS = ("deer", "quasi-deer", "newton-krylov", "sequential")
+MODELS = ("shplrnn", "clipped", "alrnn")
+
+
+class UsageError(Exception):
+    """A user mistake reported in one line."""
+
 
 def _parser() -> argparse.ArgumentParser:
+    from .dsr.systems import SYSTEMS
+
     parser = argparse.ArgumentParser(
-        prog="pitsolve",
-        description="Solve and train nonlinear recurrences in parallel over time.",
+        prog="pitsolve", description="Solve and train nonlinear recurrences in parallel over time."
     )
     parser.add_argument("--version", action="version", version=f"pitsolve {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     rec = sub.add_parser(
-        "reconstruct", help="reconstruct a dynamical system from a time series (default Lorenz-63)"
-    )
-    rec.add_argument("system", nargs="?", default="lorenz63")
+        "reconstruct", help="train a model that reproduces a chaotic system (default Lorenz-63)",
+        description="Train a shPLRNN with generalized teacher forcing (GTF-DEER by default) on a "
+        "chaotic time series, keep the best free-running model, and report D_stsp, D_H, PE(20) "
+        "and the maximal Lyapunov exponent on held-out data.")
+    rec.add_argument("system", nargs="?", default="lorenz63", choices=sorted(SYSTEMS),
+                     metavar="SYSTEM", help=f"built-in system: {', '.join(sorted(SYSTEMS))}")
+    rec.add_argument("--data", type=Path, help="train on a series from .npy/.npz/.csv instead")
+    rec.add_argument("--dt", type=float, default=None, help="sampling step of --data (for λ_max)")
+    rec.add_argument("--T", type=int, default=100_000, help="training length (default 1e5)")
+    rec.add_argument("--model", choices=MODELS, default="shplrnn")
+    rec.add_argument("--latent", type=int, default=None, help="latent units M (default N)")
+    rec.add_argument("--hidden", type=int, default=50, help="hidden units L (default 50)")
+    rec.add_argument("--solver", choices=SOLVERS, default="deer")
+    rec.add_argument("--forcing", default="agtf", help="agtf | gtf:ALPHA | stf:TAU | none")
+    rec.add_argument("--epochs", type=int, default=30)
+    rec.add_argument("--steps-per-epoch", type=int, default=500)
+    rec.add_argument("--seq-len", type=int, default=200)
+    rec.add_argument("--batch-size", type=int, default=16)
+    rec.add_argument("--lr", type=float, default=1e-3)
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--out", type=Path, default=Path("pitsolve-run"))
+    rec.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev = sub.add_parser("evaluate", help="evaluate a trained model on a series")
+    ev.add_argument("params", type=Path)
+    ev.add_argument("--data", type=Path, required=True)
+    ev.add_argument("--dt", type=float, default=None)
+    ev.add_argument("--seed", type=int, default=0)
+    sim = sub.add_parser("simulate", help="generate a trajectory from a trained model")
+    sim.add_argument("params", type=Path)
+    sim.add_argument("--steps", type=int, required=True)
+    sim.add_argument("--out", type=Path, required=True, help=".npy or .csv")
+    sim.add_argument("--x0", type=float, nargs="+", default=None, help="initial observation")
     return parser
+
+
+# -- pieces ---------------------------------------------------------------------------------
+def _forcing(spec: str) -> Any:
+    from .training import GTF, STF, NoForcing
+
+    try:
+        if spec == "agtf":
+            return GTF(alpha="adaptive")
+        if spec == "none":
+            return NoForcing()
+        kind, _, value = spec.partition(":")
+        if kind == "gtf":
+            return GTF(alpha=float(value))
+        if kind == "stf":
+            return STF(interval=int(value))
+    except ValueError as exc:
+        raise UsageError(f"--forcing {spec}: {exc}") from None
+    raise UsageError(f"--forcing must be agtf, gtf:ALPHA, stf:TAU or none, got {spec!r}")
+
+
+def _solver(name: str) -> Any:
+    from . import DEER, NewtonKrylov, Sequential
+
+    return {"deer": DEER(), "quasi-deer": DEER(jacobian="diagonal"),
+            "newton-krylov": NewtonKrylov(), "sequential": Sequential()}[name]
+
+
+def _model(kind: str, latent: int, hidden: int, seed: int) -> Any:
+    from .models import ALRNN, ClippedShPLRNN, ShPLRNN
+
+    if kind == "shplrnn":
+        return ShPLRNN(latent, hidden, seed=seed)
+    if kind == "clipped":
+        return ClippedShPLRNN(latent, hidden, seed=seed)
+    return ALRNN(latent, max(1, latent // 2), seed=seed)
+
+
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        v = getattr(args, name.replace("-", "_"))
+        if v is not None and v < 1:
+            raise UsageError(f"--{name} must be a positive integer, got {v}")
+
+
+def _load_data(args: argparse.Namespace) -> tuple[np.ndarray, float | None, float | None, str]:
+    """(series z-scored, dt, true λ_max per time unit or None, description)."""
+    from .dsr.io import load_series
+    from .dsr.systems import system
+
+    if args.data is not None:
+        x = load_series(args.data)
+        if x.shape[0] < 1000:
+            raise UsageError(f"{args.data}: need at least 1000 time steps, got {x.shape[0]}")
+        x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+        return x, args.dt, None, str(args.data)
+    info = system(args.system)
+    n_eval = max(1000, args.T // 10)
+    x = info.generate(T=args.T + 2 * n_eval, seed=args.seed + 1)
+    return x, info.dt, info.lyapunov_max, f"{args.system} (dt={info.dt})"
+
+
+def _split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(x)
+    n_eval = max(500, n // 12)
+    return x[: n - 2 * n_eval], x[n - 2 * n_eval : n - n_eval], x[n - n_eval :]
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn after every epoch."""
+
+    def __init__(self, epochs: int, quiet: bool):
+        self.epochs, self.quiet, self.t0 = epochs, quiet, time.perf_counter()
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        done = info["epoch"] / self.epochs
+        bar = "#" * int(24 * done) + "." * (24 - int(24 * done))
+        val = info["stats"].get("validation", math.nan)
+        sys.stderr.write(
+            f"\r[{bar}] epoch {info['epoch']}/{self.epochs}  loss {info['loss']:.3e}  "
+            f"α {info['alpha']:.3f}  D_stsp+D_H {val:.3f}  {time.perf_counter() - self.t0:.0f}s "
+        )
+        sys.stderr.flush()
+        if info["epoch"] == self.epochs:
+            sys.stderr.write("\n")
+
+
+def _table(rows: dict[str, dict[str, Any]], truth_lyap: float | None) -> str:
+    head = (f"{'':8s} {'D_stsp':>8s} {'D_H':>7s} {'PE(20)':>9s} {'λ_max/time':>11s} "
+            f"{'λ_max/step':>11s}")
+    lines = [head]
+    for name, ev in rows.items():
+        lt = ev["lyap_per_time"]
+        lines.append(f"{name:8s} {ev['D_stsp']:8.3f} {ev['D_H']:7.3f} {ev['PE']:9.2e} "
+                     f"{(lt if lt is not None else math.nan):11.3f} {ev['lyap_per_step']:11.4f}")
+    if truth_lyap is not None:
+        lines.append(f"{'truth':8s} {'':8s} {'':7s} {'':9s} {truth_lyap:11.3f}")
+    return "\n".join(lines)
+
+
+def _figure(path: Path, test: np.ndarray, gen: np.ndarray | None, title: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    from scipy.ndimage import gaussian_filter1d
+
+    fig = plt.figure(figsize=(13, 4))
+    n = min(len(test), 5000)
+    if test.shape[1] >= 3:
+        ax = fig.add_subplot(1, 3, 1, projection="3d")
+        ax.plot(*test[:n, :3].T, lw=0.3, label="true")
+        if gen is not None and np.isfinite(gen).all():
+            ax.plot(*gen[:n, :3].T, lw=0.3, label="generated")
+        ax.legend(loc="upper left")
+    else:
+        ax = fig.add_subplot(1, 3, 1)
+        ax.plot(test[:n, 0], test[:n, -1], lw=0.3, label="true")
+        if gen is not None and np.isfinite(gen).all():
+            ax.plot(gen[:n, 0], gen[:n, -1], lw=0.3, label="generated")
+        ax.legend()
+    ax.set_title("attractor")
+    ax2 = fig.add_subplot(1, 3, 2)
+    m = min(len(test), 1500)
+    ax2.plot(test[:m, 0], lw=0.8, label="true")
+    if gen is not None:
+        ax2.plot(gen[:m, 0], lw=0.8, label="generated")
+    ax2.set_title("first dimension (free running)")
+    ax2.set_xlabel("step")
+    ax2.legend()
+    ax3 = fig.add_subplot(1, 3, 3)
+    for series, label in ((test, "true"), (gen, "generated")):
+        if series is None or not np.isfinite(series).all():
+            continue
+        z = (series[:, 0] - series[:, 0].mean()) / (series[:, 0].std() + 1e-12)
+        ps = gaussian_filter1d(np.abs(np.fft.rfft(z)) ** 2, 20)
+        ax3.semilogy(ps / ps.sum(), lw=0.8, label=label)
+    ax3.set_title("power spectrum (dim 1, smoothed)")
+    ax3.set_xlim(0, len(test) // 10)
+    ax3.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# -- commands -------------------------------------------------------------------------------
+def _reconstruct(args: argparse.Namespace) -> int:
+    from .dsr.evaluate import evaluate, validation_score
+    from .training import fit, optim
+    from .training.checkpoint import save_model
+
+    _positive(args, "T", "latent", "hidden", "epochs", "steps-per-epoch", "seq-len",
+              "batch-size")
+    if args.lr <= 0 or not math.isfinite(args.lr):
+        raise UsageError(f"--lr must be a positive number, got {args.lr}")
+    t_start = time.perf_counter()
+    forcing, solver = _forcing(args.forcing), _solver(args.solver)
+    x, dt, truth_lyap, what = _load_data(args)
+    train, val, test = _split(x)
+    if args.seq_len > len(train):
+        raise UsageError(f"--seq-len {args.seq_len} exceeds the training length {len(train)}")
+    latent = args.latent or x.shape[1]
+    if latent < x.shape[1]:
+        raise UsageError(f"--latent must be ≥ the data dimension {x.shape[1]}, got {latent}")
+    model = _model(args.model, latent, args.hidden, args.seed)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.npz"
+    if args.resume and not ckpt.exists():
+        raise UsageError(f"--resume: no checkpoint at {ckpt}")
+    print(f"pitsolve reconstruct: {what}, {len(train)} training steps, "
+          f"{type(model).__name__}(M={latent}, L={args.hidden}), forcing {args.forcing}, "
+          f"solver {args.solver}, seed {args.seed}", file=sys.stderr)
+    total = args.epochs * args.steps_per_epoch
+    lr = optim.ExponentialDecay(lr_start=args.lr, lr_end=args.lr * 1e-2, steps=total)
+    val_record: list[dict[str, float]] = []
+    result = fit(
+        model, train, forcing=forcing, solver=solver, optimizer=optim.RAdam(lr=lr),
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seq_len=args.seq_len,
+        batch_size=args.batch_size, seed=args.seed, callbacks=[_Progress(args.epochs, args.quiet)],
+        checkpoint=ckpt, resume=args.resume,
+        validate=validation_score(val, steps=5000, record=val_record),
+    )
+    if result.stopped and result.stopped.startswith("interrupted"):
+        print(f"\npitsolve: interrupted; checkpoint saved to {ckpt}; continue with --resume",
+              file=sys.stderr)
+        return 130
+    train_time = time.perf_counter() - t_start
+    evals = {}
+    gens = {}
+    for name, m in (("best", result.best_model), ("final", result.model)):
+        ev = evaluate(m, test, dt=dt, lyapunov_steps=20_000, seed=args.seed,
+                      keep_trajectory=True)
+        gens[name] = ev.generated
+        evals[name] = ev.as_dict()
+    meta = {"dt": dt, "data": what}
+    save_model(out / "model_best.npz", result.best_model, meta)
+    save_model(out / "model_final.npz", result.model, meta)
+    iters = sum(s["solver_iterations"] for s in result.stats)
+    steps = sum(s["steps"] for s in result.stats)
+    report = {
+        "command": "reconstruct", "version": __version__, "data": what, "dt": dt,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "train_steps": len(train), "best_epoch": result.best_epoch, "epochs": result.epochs,
+        "best": evals["best"], "final": evals["final"], "lyapunov_truth_per_time": truth_lyap,
+        "wall_time_s": time.perf_counter() - t_start, "train_time_s": train_time,
+        "solver_iterations_per_step": iters / max(steps, 1),
+        "fallbacks": sum(s["fallbacks"] for s in result.stats),
+        "loss_history": result.loss_history, "alpha_history": result.alpha_history,
+        "validation": val_record, "stopped": result.stopped,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    fig = _figure(out / "reconstruction.png", test, gens["best"],
+                  f"{what}: best model (epoch {result.best_epoch})")
+    print(_table(evals, truth_lyap))
+    print(f"wall time {report['wall_time_s']:.0f} s, best epoch {result.best_epoch}/"
+          f"{result.epochs}, {report['solver_iterations_per_step']:.1f} solver iterations per "
+          f"step, {report['fallbacks']} fallbacks")
+    print(f"wrote {out / 'report.json'}, {out / 'model_best.npz'}, {out / 'model_final.npz'}, "
+          f"{ckpt}" + (f", {out / 'reconstruction.png'}" if fig else
+                       " (install matplotlib for reconstruction.png)"))
+    if result.stopped:
+        print(f"note: training stopped early: {result.stopped}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .dsr.evaluate import evaluate
+    from .dsr.io import load_series
+    from .training.checkpoint import load_model
+
+    model, meta = load_model(args.params)
+    x = load_series(args.data)
+    dt = args.dt if args.dt is not None else meta.get("dt")
+    ev = evaluate(model, x, dt=dt, seed=args.seed)
+    print(_table({"model": ev.as_dict()}, None))
+    print(json.dumps(ev.as_dict()))
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .dsr.evaluate import generate
+    from .dsr.io import save_series
+    from .training.checkpoint import load_model
+
+    _positive(args, "steps")
+    model, _ = load_model(args.params)
+    x0 = np.zeros(1) if args.x0 is None else np.asarray(args.x0, dtype=float)
+    if x0.size > model.state_dim:
+        raise UsageError(f"--x0 has {x0.size} values, the model only {model.state_dim} units")
+    traj = generate(model, x0, args.steps)
+    save_series(args.out, traj)
+    print(f"wrote {args.steps} steps of {model.state_dim} latent units to {args.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,14 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if args.command == "reconstruct":
-        print(
-            "pitsolve: 'reconstruct' is not yet available in this version: the training "
-            "stack (DEER, GTF, fit) lands in a later release.",
-            file=sys.stderr,
-        )
+    run = {"reconstruct": _reconstruct, "evaluate": _evaluate, "simulate": _simulate}
+    try:
+        return run[args.command](args)
+    except (UsageError, ValueError, TypeError, FileNotFoundError, OSError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"pitsolve {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    return 0  # pragma: no cover - argparse rejects unknown commands
+    except KeyboardInterrupt:
+        print("\npitsolve: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

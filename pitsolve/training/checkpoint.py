@@ -245,3 +245,34 @@ def restore_rng(state: Mapping[str, Any]) -> np.random.Generator:
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"invalid {name} state: {exc}") from exc
     return np.random.Generator(bit_generator)
+
+
+_MODEL_BUILDERS = ("ShPLRNN", "ClippedShPLRNN", "ALRNN")
+
+
+def save_model(path: str | os.PathLike[str], model: Any, meta: Mapping[str, Any] | None = None
+               ) -> None:
+    """Save a shPLRNN-family model's parameters and what is needed to rebuild it, atomically.
+
+    ``meta`` (JSON-able) is stored beside them, e.g. the data's ``dt`` and scaling.
+    """
+    name = type(model).__name__
+    if name not in _MODEL_BUILDERS:
+        raise TypeError(f"save_model supports {_MODEL_BUILDERS}, got {name}")
+    info = {"model": name, "relu_units": getattr(model, "relu_units", None), **(meta or {})}
+    save_checkpoint(path, {f"params/{k}": np.asarray(v) for k, v in model.params.items()}, info)
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
+    """``(model, meta)`` from a file written by :func:`save_model`."""
+    from .. import models
+
+    arrays, meta = load_checkpoint(path)
+    name = meta.get("model")
+    if name not in _MODEL_BUILDERS:
+        raise ValueError(f"{os.fspath(path)!r} is not a pitsolve model file (model={name!r})")
+    params = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("params/")}
+    cls = getattr(models, name)
+    model = cls.from_params(params, meta["relu_units"]) if name == "ALRNN" else cls.from_params(
+        params)
+    return model, meta
