@@ -40,6 +40,7 @@ __all__ = [
     "Solution",
     "SolverError",
     "Stats",
+    "dsr",
     "finalize",
     "fit",
     "init",
@@ -50,4 +51,5 @@ __all__ = [
     "optim",
     "solve",
     "step",
+    "training",
 ]

@@ -1,1 +1,50 @@
 """Dynamical systems reconstruction: benchmark systems, measures, evaluation."""
+
+from .evaluate import Evaluation, evaluate, generate, summarize, validation_score
+from .io import load_series, save_series
+from .metrics import (
+    LyapunovResult,
+    max_lyapunov,
+    max_lyapunov_flow,
+    power_spectrum_distance,
+    prediction_error,
+    state_space_divergence,
+)
+from .systems import (
+    SYSTEMS,
+    chen,
+    from_dysts,
+    halvorsen,
+    lorenz63,
+    lorenz96,
+    rossler,
+    sprott_b,
+    system,
+    thomas,
+)
+
+__all__ = [
+    "SYSTEMS",
+    "Evaluation",
+    "LyapunovResult",
+    "chen",
+    "evaluate",
+    "from_dysts",
+    "generate",
+    "halvorsen",
+    "load_series",
+    "lorenz63",
+    "lorenz96",
+    "max_lyapunov",
+    "max_lyapunov_flow",
+    "power_spectrum_distance",
+    "prediction_error",
+    "rossler",
+    "save_series",
+    "sprott_b",
+    "state_space_divergence",
+    "summarize",
+    "system",
+    "thomas",
+    "validation_score",
+]
