@@ -5,7 +5,7 @@
 """
 
 from . import adjoint as _adjoint  # noqa: F401  (registers the adjoint rules)
-from . import kernels, models
+from . import dsr, kernels, models, training
 from .algorithms import (
     DEER,
     LevenbergMarquardt,
