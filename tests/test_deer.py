@@ -197,3 +197,16 @@ def test_invalid_algorithm_options():
         ps.NewtonKrylov(restart=0)
     with pytest.raises(ValueError, match="forcing"):
         ps.NewtonKrylov(forcing="fixed")
+
+
+def test_converged_flags_are_per_batch_element():
+    """A failed solve reports each batch element: one starting on the fixed point (exact at
+    once) is converged, one far away is not."""
+    model, h0, _ = problems.shplrnn_3x50(T=2000)
+    fixed = model.sequential(h0, None, 2000)[-1]
+    prob = ps.RecurrenceProblem(model, np.stack([fixed, h0 + 3.0]), T=300)
+    sol = ps.solve(prob, ps.DEER(jacobian="none"), maxiter=2)
+    assert sol.retcode is ps.ReturnCode.MaxIters
+    assert sol.converged.tolist() == [True, False]
+    ref = ps.solve(prob, ps.Sequential()).states
+    np.testing.assert_allclose(sol.states[0], ref[0], atol=1e-8)

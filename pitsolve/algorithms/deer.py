@@ -83,7 +83,7 @@ class LevenbergMarquardt:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DEER(Algorithm):
     """Newton (``jacobian="full"``), quasi-Newton (``"diagonal"``) or Picard (``"none"``)
-    iterations over the whole trajectory, each one parallel scan.
+    iterations over the whole trajectory: one parallel scan per iteration (Picard needs none).
 
     Parameters
     ----------
@@ -170,6 +170,7 @@ class NewtonState(SolverState):
         self.start = 0  # steps before `start` are converged and frozen
         self.best = self.h.copy()
         self.best_err = np.full(problem.batch_shape, np.inf)
+        self.best_q = np.full(problem.batch_shape, np.inf)
         self.stalled_for = 0
 
     # -- pieces of the trajectory ------------------------------------------------------------
@@ -197,7 +198,9 @@ class NewtonState(SolverState):
         self.retcode, self.states, self.converged, self.done = code, states, converged, True
 
     def finish_with_best(self, code: ReturnCode) -> None:
-        self.finish(code, self.best, np.zeros(self.problem.batch_shape, dtype=bool))
+        """Stop with the best iterate of every batch element; elements whose best iterate met
+        the tolerance are reported converged."""
+        self.finish(code, self.best, self.best_q <= 1)
 
     def test(self, f_prev: Any) -> Any:
         """Record the residual of the current iterate and stop if converged or failed.
@@ -217,6 +220,7 @@ class NewtonState(SolverState):
             mask = xp.asarray(improved)[..., None, None]
             self.best = xp.where(mask, self.h, self.best)
             self.best_err = np.where(improved, err, self.best_err)
+            self.best_q = np.where(improved, q, self.best_q)
         if (q <= 1).all():
             self.finish(ReturnCode.Success, self.h, np.ones(q.shape, dtype=bool))
             return None
