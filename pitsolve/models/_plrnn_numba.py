@@ -24,7 +24,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["alrnn_sequential", "shplrnn_sequential"]
+__all__ = ["alrnn_bptt", "alrnn_sequential", "shplrnn_bptt", "shplrnn_sequential"]
 
 _JIT = {"cache": True, "nogil": True}
 _LANES = 8  # partial sums per dot product; the pairwise tree below assumes 8
@@ -295,3 +295,134 @@ def shplrnn_vjp_params(W1, W2T, h2, clipped, H, U, chunk, GA, GW1, GW2T, GH1, GH
                 g2 = gw2t[k]
                 for j in range(L):
                     g2[j] += zk * s[j]
+
+
+# --------------------------------------------------------------------------------------------
+# Backpropagation through time: one backward loop over t per batch element
+# --------------------------------------------------------------------------------------------
+
+
+@numba.njit(**_JIT)
+def shplrnn_bptt(a, W1, W2T, h2, clipped, h0, states, g, ga, gw1, gw2t, gh1, gh2, h0_bar):
+    r"""BPTT of the (clipped) shPLRNN for the trajectories ``states (B, T, M)`` from ``h0``.
+
+    Backwards over t, per batch element: recompute :math:`p = W_2 z + h_2`, :math:`\phi`, the
+    masks from :math:`z = h_{t-1}`; :math:`\lambda_t = g_t + J_{t+1}^\top \lambda_{t+1}`;
+    with :math:`s = W_1^\top \lambda_t` accumulate ``ga += λ z``, ``gh1 += λ``,
+    ``gw1 += λ φᵀ``, ``gh2 += 1[p > 0] s``, ``gw2t += z (m s)ᵀ`` (``W2``'s cotangent
+    transposed); then :math:`J_t^\top \lambda_t = a \odot \lambda_t + W_2^\top (m \odot s)`.
+    The gradient arrays are accumulated into (the caller zeroes them); ``h0_bar (B, M)`` gets
+    :math:`J_1^\top \lambda_1`.
+    """  # pragma: no cover - jitted
+    B, T, M = states.shape
+    L = h2.shape[0]
+    dt = states.dtype
+    zero = dt.type(0)
+    one = dt.type(1)
+    phi = np.empty(L, dtype=dt)
+    m = np.empty(L, dtype=dt)
+    on = np.empty(L, dtype=dt)
+    s = np.empty(L, dtype=dt)
+    lam = np.empty(M, dtype=dt)
+    carry = np.empty(M, dtype=dt)
+    for b in range(B):
+        for i in range(M):
+            carry[i] = zero
+        for t in range(T - 1, -1, -1):
+            z = states[b, t - 1] if t > 0 else h0[b]
+            gt = g[b, t]
+            for i in range(M):
+                lam[i] = gt[i] + carry[i]
+            # the forward step's hidden quantities, exactly as the forward kernels form them
+            for j in range(L):
+                phi[j] = zero
+            for k in range(M):
+                zk = z[k]
+                for j in range(L):
+                    phi[j] += W2T[k, j] * zk
+            for j in range(L):
+                p0 = phi[j]
+                p = p0 + h2[j]
+                o = one if p > zero else zero
+                r = zero if p <= zero else p  # NaN passes, as in maximum
+                if clipped:
+                    m[j] = o - (one if p0 > zero else zero)
+                    r -= zero if p0 <= zero else p0
+                else:
+                    m[j] = o
+                on[j] = o
+                phi[j] = r
+            # s = W1ᵀ λ and the cotangents of a, h1, W1 in one pass over W1
+            for j in range(L):
+                s[j] = zero
+            for i in range(M):
+                li = lam[i]
+                ga[i] += li * z[i]
+                gh1[i] += li
+                W1i = W1[i]
+                g1 = gw1[i]
+                for j in range(L):
+                    s[j] += W1i[j] * li
+                    g1[j] += li * phi[j]
+            for j in range(L):
+                gh2[j] += on[j] * s[j]
+                s[j] *= m[j]
+            # W2's cotangent and Jᵀλ = a λ + W2ᵀ (m s) in one pass over W2ᵀ
+            for k in range(M):
+                zk = z[k]
+                g2 = gw2t[k]
+                for j in range(L):
+                    g2[j] += zk * s[j]
+                carry[k] = a[k] * lam[k] + _dot8(W2T[k], s)
+        for i in range(M):
+            h0_bar[b, i] = carry[i]
+
+
+@numba.njit(**_JIT)
+def alrnn_bptt(a, W, P, h0, states, g, ga, gw, gh, h0_bar):  # pragma: no cover - jitted
+    r"""BPTT of the ALRNN for the trajectories ``states (B, T, M)`` from ``h0 (B, M)``.
+
+    Backwards over t: :math:`\lambda_t = g_t + J_{t+1}^\top \lambda_{t+1}`, then
+    ``ga += λ z``, ``gh += λ``, ``gw += λ Φ(z)ᵀ`` and
+    :math:`J_t^\top \lambda_t = a \odot \lambda_t + \Phi'(z) \odot W^\top \lambda_t` in one
+    pass over the rows of ``W (M, M)``. Gradients accumulate into the given arrays.
+    """
+    B, T, M = states.shape
+    dt = states.dtype
+    zero = dt.type(0)
+    one = dt.type(1)
+    lin = M - P
+    phi = np.empty(M, dtype=dt)
+    acc = np.empty(M, dtype=dt)
+    lam = np.empty(M, dtype=dt)
+    carry = np.empty(M, dtype=dt)
+    for b in range(B):
+        for i in range(M):
+            carry[i] = zero
+        for t in range(T - 1, -1, -1):
+            z = states[b, t - 1] if t > 0 else h0[b]
+            gt = g[b, t]
+            for i in range(M):
+                lam[i] = gt[i] + carry[i]
+                acc[i] = zero
+            for k in range(lin):
+                phi[k] = z[k]
+            for k in range(lin, M):
+                zk = z[k]
+                phi[k] = zero if zk <= zero else zk  # NaN passes, as in maximum
+            for i in range(M):
+                li = lam[i]
+                ga[i] += li * z[i]
+                gh[i] += li
+                Wi = W[i]
+                gwi = gw[i]
+                for k in range(M):
+                    acc[k] += Wi[k] * li
+                    gwi[k] += li * phi[k]
+            for k in range(lin):
+                carry[k] = acc[k] + a[k] * lam[k]
+            for k in range(lin, M):
+                d = one if z[k] > zero else zero
+                carry[k] = d * acc[k] + a[k] * lam[k]
+        for i in range(M):
+            h0_bar[b, i] = carry[i]

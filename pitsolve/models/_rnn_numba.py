@@ -15,7 +15,16 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["elman_loop", "gru_loop", "lorenz63_rk4", "ssm_loop"]
+__all__ = [
+    "elman_bptt",
+    "elman_loop",
+    "gru_bptt",
+    "gru_loop",
+    "lorenz63_rk4",
+    "lorenz63_rk4_bptt",
+    "ssm_bptt",
+    "ssm_loop",
+]
 
 _JIT = {"cache": True, "nogil": True}
 
@@ -180,3 +189,320 @@ def lorenz63_rk4(h0, out, sigma, rho, beta, half_dt, dt, sixth_dt, two):  # prag
             out[b, t, 0] = x
             out[b, t, 1] = y
             out[b, t, 2] = z
+
+
+# --------------------------------------------------------------------------------------------
+# Backpropagation through time: one backward loop over t per batch element. λ enters each
+# step as g_t plus the carried J_{t+1}ᵀ λ_{t+1}; parameter cotangents accumulate in place into
+# arrays the caller zeroes; h0_bar gets J_1ᵀ λ_1 and x_bar the input cotangents.
+# --------------------------------------------------------------------------------------------
+
+
+@numba.njit(**_JIT)
+def _outer_acc(G, u, v):  # pragma: no cover - jitted
+    """``G += u vᵀ`` for ``G`` ``(K, M)``, ``u`` ``(K,)``, ``v`` ``(M,)``."""
+    K, M = G.shape
+    for i in range(K):
+        ui = u[i]
+        Gi = G[i]
+        for k in range(M):
+            Gi[k] += ui * v[k]
+
+
+_BLOCK = 8  # steps whose outer products are summed in one pass over a weight cotangent
+
+
+@numba.njit(**_JIT)
+def _outer_acc_block(G, U, off, V, n):  # pragma: no cover - jitted
+    r"""``G += Σ_{s<n} U[s, off:off+K] V[s]ᵀ`` for ``G`` ``(K, M)``, ``n ≤ 8`` buffered steps.
+
+    A full block adds eight outer products in one pass over ``G`` (a pairwise sum of eight
+    products per entry, then one add), so the cotangent of a D × D weight is loaded and stored
+    once per eight steps instead of every step.
+    """
+    K, M = G.shape
+    if n == _BLOCK:
+        v0, v1, v2, v3 = V[0], V[1], V[2], V[3]
+        v4, v5, v6, v7 = V[4], V[5], V[6], V[7]
+        for i in range(K):
+            j = off + i
+            u0, u1, u2, u3 = U[0, j], U[1, j], U[2, j], U[3, j]
+            u4, u5, u6, u7 = U[4, j], U[5, j], U[6, j], U[7, j]
+            Gi = G[i]
+            for k in range(M):
+                Gi[k] += ((u0 * v0[k] + u1 * v1[k]) + (u2 * v2[k] + u3 * v3[k])) + (
+                    (u4 * v4[k] + u5 * v5[k]) + (u6 * v6[k] + u7 * v7[k])
+                )
+    else:
+        for s in range(n):
+            Us = U[s]
+            Vs = V[s]
+            for i in range(K):
+                ui = Us[off + i]
+                Gi = G[i]
+                for k in range(M):
+                    Gi[k] += ui * Vs[k]
+
+
+@numba.njit(**_JIT)
+def elman_bptt(
+    WT, W, UT, U, bias, h0, X, states, g, recompute, gw, gu, gb, h0_bar, x_bar
+):  # pragma: no cover - jitted
+    r"""BPTT of :math:`h_t = \tanh(W h_{t-1} + U x_t + b)`.
+
+    With ``recompute`` the step's output :math:`y_t = \tanh(W h_{t-1} + U x_t + b)` is
+    recomputed from :math:`h_{t-1}` (``WT`` :math:`= W^\top`, ``UT`` :math:`= U^\top`), else it
+    is read from ``states`` (:math:`y_t = h_t` on a trajectory). With
+    :math:`\gamma_t = (1 - y_t^2) \odot \lambda_t`: ``gw += γ h_{t-1}ᵀ``, ``gu += γ x_tᵀ``
+    (summed over blocks of steps), ``gb += γ``, ``x_bar[t] = Uᵀ γ`` and
+    :math:`J_t^\top \lambda_t = W^\top \gamma_t`. ``X`` is ``(B, T, N_x)`` (``N_x = 0``: no
+    inputs), ``U`` ``(D, N_x)``.
+    """
+    B, T, D = states.shape
+    N = U.shape[1]
+    dt = states.dtype
+    zero = dt.type(0)
+    one = dt.type(1)
+    y = np.empty(D, dtype=dt)
+    carry = np.empty(D, dtype=dt)
+    Gb = np.empty((_BLOCK, D), dtype=dt)  # γ of the buffered steps
+    Hb = np.empty((_BLOCK, D), dtype=dt)  # their h_{t-1}
+    Xb = np.empty((_BLOCK, N), dtype=dt)
+    for b in range(B):
+        for i in range(D):
+            carry[i] = zero
+        nb = 0
+        for t in range(T - 1, -1, -1):
+            hp = states[b, t - 1] if t > 0 else h0[b]
+            if recompute:
+                for i in range(D):
+                    y[i] = bias[i]
+                if N:
+                    _matvec_acc(UT, X[b, t], y)
+                _matvec_acc(WT, hp, y)
+                for i in range(D):
+                    y[i] = _tanh(y[i])
+            else:
+                for i in range(D):
+                    y[i] = states[b, t, i]
+            gt = g[b, t]
+            gam = Gb[nb]
+            for i in range(D):
+                yi = y[i]
+                gi = (one - yi * yi) * (gt[i] + carry[i])
+                gam[i] = gi
+                gb[i] += gi
+                carry[i] = zero
+                Hb[nb, i] = hp[i]
+            _matvec_acc(W, gam, carry)
+            if N:
+                x = X[b, t]
+                xb = x_bar[b, t]
+                for k in range(N):
+                    Xb[nb, k] = x[k]
+                    xb[k] = zero
+                _matvec_acc(U, gam, xb)
+            nb += 1
+            if nb == _BLOCK or t == 0:
+                _outer_acc_block(gw, Gb, 0, Hb, nb)
+                if N:
+                    _outer_acc_block(gu, Gb, 0, Xb, nb)
+                nb = 0
+        for i in range(D):
+            h0_bar[b, i] = carry[i]
+
+
+@numba.njit(**_JIT)
+def gru_bptt(
+    WzrT, WnT, Wzr, Wn, U, h0, pre, X, states, g, gwzr, gwn, gu, gb, h0_bar, x_bar
+):  # pragma: no cover - jitted
+    r"""BPTT of the GRU (see :class:`pitsolve.models.GRU`).
+
+    Per step the gates are recomputed from :math:`h_{t-1}` exactly as in :func:`gru_loop`
+    (``pre``, ``WzrT``, ``WnT`` as there), then with :math:`u = \lambda_t`:
+    :math:`g_z = u (h - n) z(1-z)`, :math:`g_n = u (1-z)(1-n^2)`, :math:`q = W_n^\top g_n`,
+    :math:`g_r = q h r(1-r)`; ``gwn += g_n (r h)ᵀ``, ``gwzr += [g_z; g_r] hᵀ``,
+    ``gu += G xᵀ`` (summed over blocks of steps), ``gb += G`` (:math:`G = [g_z; g_r; g_n]`),
+    ``x_bar[t] = Uᵀ G`` and :math:`J_t^\top u = z u + r q + W_{zr}^\top [g_z; g_r]`. ``Wzr``
+    is ``(2D, D)``, ``Wn`` ``(D, D)``, ``U`` ``(3D, N_x)`` (the stacked input weights), ``X``
+    ``(B, T, N_x)``.
+    """
+    B, T, D = states.shape
+    N = U.shape[1]
+    per_b = pre.shape[0] > 1
+    per_t = pre.shape[1] > 1
+    dt = states.dtype
+    zero = dt.type(0)
+    one = dt.type(1)
+    a = np.empty(2 * D, dtype=dt)
+    c = np.empty(D, dtype=dt)
+    rs = np.empty(D, dtype=dt)
+    q = np.empty(D, dtype=dt)
+    carry = np.empty(D, dtype=dt)
+    Gb = np.empty((_BLOCK, 3 * D), dtype=dt)  # G of the buffered steps
+    Hb = np.empty((_BLOCK, D), dtype=dt)  # their h_{t-1}
+    RHb = np.empty((_BLOCK, D), dtype=dt)  # their r ⊙ h_{t-1}
+    Xb = np.empty((_BLOCK, N), dtype=dt)
+    for b in range(B):
+        pb = b if per_b else 0
+        for i in range(D):
+            carry[i] = zero
+        nb = 0
+        for t in range(T - 1, -1, -1):
+            h = states[b, t - 1] if t > 0 else h0[b]
+            p = pre[pb, t if per_t else 0]
+            gt = g[b, t]
+            G = Gb[nb]
+            rh = RHb[nb]
+            for i in range(2 * D):
+                a[i] = p[i]
+            _matvec_acc(WzrT, h, a)
+            for i in range(D):
+                r = dt.type(_sigmoid(a[D + i]))
+                rs[i] = r
+                rh[i] = r * h[i]
+                c[i] = p[2 * D + i]
+                Hb[nb, i] = h[i]
+            _matvec_acc(WnT, rh, c)
+            for i in range(D):
+                z = dt.type(_sigmoid(a[i]))
+                n = dt.type(_tanh(c[i]))
+                u = gt[i] + carry[i]
+                G[i] = u * (h[i] - n) * z * (one - z)
+                G[2 * D + i] = u * (one - z) * (one - n * n)
+                carry[i] = z * u
+                q[i] = zero
+            _matvec_acc(Wn, G[2 * D :], q)
+            for i in range(D):
+                r = rs[i]
+                G[D + i] = q[i] * h[i] * r * (one - r)
+                carry[i] += r * q[i]
+            _matvec_acc(Wzr, G[: 2 * D], carry)
+            for i in range(3 * D):
+                gb[i] += G[i]
+            if N:
+                x = X[b, t]
+                xb = x_bar[b, t]
+                for k in range(N):
+                    Xb[nb, k] = x[k]
+                    xb[k] = zero
+                _matvec_acc(U, G, xb)
+            nb += 1
+            if nb == _BLOCK or t == 0:
+                _outer_acc_block(gwzr, Gb, 0, Hb, nb)
+                _outer_acc_block(gwn, Gb, 2 * D, RHb, nb)
+                if N:
+                    _outer_acc_block(gu, Gb, 0, Xb, nb)
+                nb = 0
+        for i in range(D):
+            h0_bar[b, i] = carry[i]
+
+
+@numba.njit(**_JIT)
+def ssm_bptt(Wl, Bm, bl, h0, P, X, states, g, gwl, gbl, gB, h0_bar, x_bar):  # pragma: no cover
+    r"""BPTT of :math:`h_t = \lambda_t \odot h_{t-1} + B x_t`,
+    :math:`\lambda_t = \sigma(W_\lambda x_t + b_\lambda)`; ``P`` ``(B, T, D)`` holds
+    :math:`W_\lambda x_t`. With :math:`u = \lambda_t` (the adjoint) and
+    :math:`\gamma = u \odot h_{t-1} \odot \lambda(1-\lambda)`: ``gwl += γ xᵀ``, ``gbl += γ``,
+    ``gB += u xᵀ``, ``x_bar[t] = W_λᵀ γ + Bᵀ u``, :math:`J_t^\top u = \lambda_t \odot u`."""
+    B, T, D = states.shape
+    N = X.shape[2]
+    dt = states.dtype
+    zero = dt.type(0)
+    one = dt.type(1)
+    gam = np.empty(D, dtype=dt)
+    us = np.empty(D, dtype=dt)
+    carry = np.empty(D, dtype=dt)
+    for b in range(B):
+        for i in range(D):
+            carry[i] = zero
+        for t in range(T - 1, -1, -1):
+            h = states[b, t - 1] if t > 0 else h0[b]
+            p = P[b, t]
+            gt = g[b, t]
+            x = X[b, t]
+            for i in range(D):
+                lam = dt.type(_sigmoid(p[i] + bl[i]))
+                u = gt[i] + carry[i]
+                gi = u * h[i] * lam * (one - lam)
+                gam[i] = gi
+                us[i] = u
+                gbl[i] += gi
+                carry[i] = lam * u
+            _outer_acc(gwl, gam, x)
+            _outer_acc(gB, us, x)
+            xb = x_bar[b, t]
+            for k in range(N):
+                xb[k] = zero
+            _matvec_acc(Wl, gam, xb)
+            _matvec_acc(Bm, us, xb)
+        for i in range(D):
+            h0_bar[b, i] = carry[i]
+
+
+@numba.njit(**_JIT)
+def _lorenz63_vjp(x, y, z, ux, uy, uz, sigma, rho, beta):  # pragma: no cover - jitted
+    r""":math:`G^\top u` of the Lorenz-63 field at ``(x, y, z)``."""
+    return (
+        -sigma * ux + (rho - z) * uy + y * uz,
+        sigma * ux - uy + x * uz,
+        -x * uy - beta * uz,
+    )
+
+
+@numba.njit(**_JIT)
+def lorenz63_rk4_bptt(
+    h0, states, g, sigma, rho, beta, half_dt, dt, sixth_dt, third_dt, two, grads, h0_bar
+):  # pragma: no cover - jitted
+    r"""BPTT of the classical RK4 step of Lorenz-63 (see :class:`pitsolve.models.ODEStep`).
+
+    Per step the stage points are recomputed from :math:`h_{t-1}` as in :func:`lorenz63_rk4`;
+    with :math:`u = \lambda_t`: :math:`\bar k_4 = \tfrac{\Delta t}{6} u`,
+    :math:`\bar k_3 = \tfrac{\Delta t}{3} u + \Delta t\, G_4^\top \bar k_4`,
+    :math:`\bar k_2 = \tfrac{\Delta t}{3} u + \tfrac{\Delta t}{2} G_3^\top \bar k_3`,
+    :math:`\bar k_1 = \tfrac{\Delta t}{6} u + \tfrac{\Delta t}{2} G_2^\top \bar k_2`,
+    :math:`J^\top u = u + \sum_i G_i^\top \bar k_i`; ``grads`` ``(3,)`` accumulates
+    :math:`(\bar\sigma, \bar\rho, \bar\beta) \mathrel{+}= \sum_i (\bar k_{i,x}(y_i - x_i),\
+    \bar k_{i,y} x_i, -\bar k_{i,z} z_i)` over the stage points :math:`(x_i, y_i, z_i)`.
+    """
+    B, T, _ = states.shape
+    zero = states.dtype.type(0)
+    gs, gr, gbeta = zero, zero, zero
+    for b in range(B):
+        cx, cy, cz = zero, zero, zero
+        for t in range(T - 1, -1, -1):
+            hp = states[b, t - 1] if t > 0 else h0[b]
+            x1, y1, z1 = hp[0], hp[1], hp[2]
+            a1, b1, c1 = _lorenz63(x1, y1, z1, sigma, rho, beta)
+            x2, y2, z2 = x1 + half_dt * a1, y1 + half_dt * b1, z1 + half_dt * c1
+            a2, b2, c2 = _lorenz63(x2, y2, z2, sigma, rho, beta)
+            x3, y3, z3 = x1 + half_dt * a2, y1 + half_dt * b2, z1 + half_dt * c2
+            a3, b3, c3 = _lorenz63(x3, y3, z3, sigma, rho, beta)
+            x4, y4, z4 = x1 + dt * a3, y1 + dt * b3, z1 + dt * c3
+            ux, uy, uz = g[b, t, 0] + cx, g[b, t, 1] + cy, g[b, t, 2] + cz
+            k4x, k4y, k4z = sixth_dt * ux, sixth_dt * uy, sixth_dt * uz
+            a4x, a4y, a4z = _lorenz63_vjp(x4, y4, z4, k4x, k4y, k4z, sigma, rho, beta)
+            k3x = third_dt * ux + dt * a4x
+            k3y = third_dt * uy + dt * a4y
+            k3z = third_dt * uz + dt * a4z
+            a3x, a3y, a3z = _lorenz63_vjp(x3, y3, z3, k3x, k3y, k3z, sigma, rho, beta)
+            k2x = third_dt * ux + half_dt * a3x
+            k2y = third_dt * uy + half_dt * a3y
+            k2z = third_dt * uz + half_dt * a3z
+            a2x, a2y, a2z = _lorenz63_vjp(x2, y2, z2, k2x, k2y, k2z, sigma, rho, beta)
+            k1x = sixth_dt * ux + half_dt * a2x
+            k1y = sixth_dt * uy + half_dt * a2y
+            k1z = sixth_dt * uz + half_dt * a2z
+            a1x, a1y, a1z = _lorenz63_vjp(x1, y1, z1, k1x, k1y, k1z, sigma, rho, beta)
+            gs += ((k1x * (y1 - x1) + k2x * (y2 - x2)) + k3x * (y3 - x3)) + k4x * (y4 - x4)
+            gr += ((k1y * x1 + k2y * x2) + k3y * x3) + k4y * x4
+            gbeta -= ((k1z * z1 + k2z * z2) + k3z * z3) + k4z * z4
+            cx = ux + ((a1x + a2x) + (a3x + a4x))
+            cy = uy + ((a1y + a2y) + (a3y + a4y))
+            cz = uz + ((a1z + a2z) + (a3z + a4z))
+        h0_bar[b, 0] = cx
+        h0_bar[b, 1] = cy
+        h0_bar[b, 2] = cz
+    grads[0] += gs
+    grads[1] += gr
+    grads[2] += gbeta

@@ -220,6 +220,100 @@ class Model:
         """The trajectory ``(..., T, D)`` by stepping f (built-in models compile this loop)."""
         return step_loop(self, h0, inputs, T)
 
+    def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
+        r"""Backpropagation through time: the gradients of a loss L of the trajectory.
+
+        Given :math:`g_t = \partial L/\partial h_t` (t = 1..T) along the trajectory ``states``
+        of :math:`h_t = f(h_{t-1}, x_t)`, the adjoint recursion
+
+        .. math::
+
+            \lambda_T = g_T,\quad \lambda_t = g_t + J_{t+1}^\top \lambda_{t+1},\quad
+            \bar\theta = \sum_t (\partial f/\partial\theta)(h_{t-1}, x_t)^\top \lambda_t,\\
+            \bar h_0 = J_1^\top \lambda_1,\quad
+            \bar x_t = (\partial f/\partial x)(h_{t-1}, x_t)^\top \lambda_t
+
+        is computed sequentially, backwards in time (MATH.md §4), with every step's
+        derivatives evaluated at the given ``states``.
+
+        Parameters
+        ----------
+        h0 : ``(..., D)``, the initial state.
+        inputs : ``(..., T, N_x)`` (or more than T steps; the first T are used), or None.
+        states : ``(..., T, D)``, the trajectory :math:`h_1, \dots, h_T`.
+        g : ``(..., T, D)``, the cotangents :math:`\partial L/\partial h_t`.
+
+        Returns
+        -------
+        ``(params_bar, h0_bar, inputs_bar)``: :class:`Params` summed over all batch axes, and
+        cotangents with the shapes of ``h0`` and ``inputs`` (summed over the axes they were
+        broadcast along); ``inputs_bar`` is None when ``inputs`` is None. Everything is
+        computed in, and returned in, the dtype of ``states``.
+
+        Notes
+        -----
+        This default is a Python loop over t of the model's ``vjp_h``, ``vjp_params`` and
+        ``vjp_inputs``, vectorised over the batch axes, so it is correct for any model;
+        built-in models override it with compiled loops on NumPy arrays.
+        """
+        xp = array_namespace(h0, inputs, states, g)
+        dtype = states.dtype
+        D = self.state_dim
+        if states.ndim < 2 or states.shape[-1] != D:
+            raise ValueError(f"states must have shape (..., T, {D}), got {states.shape}")
+        T = states.shape[-2]
+        if g.shape[-2:] != states.shape[-2:]:
+            raise ValueError(f"g must have shape (..., {T}, {D}), got {g.shape}")
+        if h0.ndim < 1 or h0.shape[-1] != D:
+            raise ValueError(f"h0 must have shape (..., {D}), got {h0.shape}")
+        shapes = [states.shape[:-2], g.shape[:-2], h0.shape[:-1]]
+        if inputs is not None:
+            if inputs.ndim < 2 or inputs.shape[-2] < T:
+                raise ValueError(f"inputs must have shape (..., T≥{T}, N_x), got {inputs.shape}")
+            shapes.append(inputs.shape[:-2])
+        lead = tuple(np.broadcast_shapes(*shapes))
+
+        def sum_to(a: Any, shape: tuple[int, ...]) -> Any:
+            """``a`` summed over the axes along which ``shape`` was broadcast to ``a.shape``."""
+            a = a.sum(axis=tuple(range(a.ndim - len(shape)))) if a.ndim > len(shape) else a
+            axes = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
+            return a.sum(axis=axes, keepdims=True) if axes else a
+
+        S = xp.broadcast_to(states.astype(dtype, copy=False), (*lead, T, D))
+        G = xp.broadcast_to(g.astype(dtype, copy=False), (*lead, T, D))
+        H0 = xp.broadcast_to(h0.astype(dtype, copy=False), (*lead, D))
+        X = None
+        if inputs is not None:
+            X = inputs[..., :T, :].astype(dtype, copy=False)
+            X = xp.broadcast_to(X, (*lead, T, inputs.shape[-1]))
+
+        def cast(a: Any) -> Any:
+            return a.astype(dtype, copy=False)
+
+        params_bar = self.params.map(lambda v: xp.zeros(v.shape, dtype=dtype))
+        h0_bar = xp.zeros((*lead, D), dtype=dtype)
+        x_bar = None if X is None else xp.zeros(X.shape, dtype=dtype)
+        lam = None
+        for t in range(T - 1, -1, -1):
+            lam = G[..., t, :] if lam is None else G[..., t, :] + cast(lam)
+            h_prev = S[..., t - 1, :] if t > 0 else H0
+            x = None if X is None else X[..., t, :]
+            gp = self.vjp_params(h_prev, x, lam)
+            params_bar = params_bar.map(lambda a, b: a + cast(xp.asarray(b)), gp)
+            if x_bar is not None:
+                xb = self.vjp_inputs(h_prev, x, lam)
+                if xb is not None:
+                    x_bar[..., t, :] = cast(xb)
+            lam = self.vjp_h(h_prev, x, lam)
+        if lam is not None:
+            h0_bar = cast(lam)
+        inputs_bar = None
+        if inputs is not None:
+            inputs_bar = xp.zeros((*lead, *inputs.shape[-2:]), dtype=dtype)
+            inputs_bar[..., :T, :] = x_bar
+            inputs_bar = sum_to(inputs_bar, inputs.shape)
+        return params_bar, sum_to(h0_bar, h0.shape), inputs_bar
+
 
 def step_loop(model: Any, h0: Any, inputs: Any, T: int) -> Any:
     """h_t = model.f(h_{t-1}, x_t) for t = 1..T as a Python loop, vectorised over the batch."""

@@ -24,7 +24,7 @@ import numpy as np
 from .._validation import check_positive_int
 from ..backends import array_namespace
 from .base import Model, Params
-from .rnn import _arrays, _compute_dtype, _sequential_setup
+from .rnn import _arrays, _bptt_arrays, _bptt_result, _compute_dtype, _sequential_setup
 
 __all__ = ["Lorenz63", "ODEStep", "VectorField"]
 
@@ -101,6 +101,13 @@ class VectorField:
 
     def _rk4_sequential(self, h0: np.ndarray, T: int, dt: float) -> np.ndarray | None:
         """A compiled RK4 loop ``(B, D) -> (B, T, D)``, or None where the field has none."""
+        return None
+
+    def _rk4_bptt(
+        self, h0: np.ndarray, states: np.ndarray, g: np.ndarray, dt: float
+    ) -> tuple[Params, np.ndarray] | None:
+        """A compiled BPTT loop of the RK4 step: ``(params_bar, h0_bar (B, D))`` from ``h0``
+        ``(B, D)``, ``states`` and ``g`` ``(B, T, D)``, or None where the field has none."""
         return None
 
 
@@ -217,6 +224,32 @@ class Lorenz63(VectorField):
             t(2),
         )
         return out
+
+    def _rk4_bptt(
+        self, h0: np.ndarray, states: np.ndarray, g: np.ndarray, dt: float
+    ) -> tuple[Params, np.ndarray]:
+        from . import _rnn_numba
+
+        t = states.dtype.type
+        p = _arrays(self, np, states.dtype)
+        grads = np.zeros(3, dtype=states.dtype)
+        h0_bar = np.zeros_like(h0)
+        _rnn_numba.lorenz63_rk4_bptt(
+            h0,
+            states,
+            g,
+            t(p["sigma"]),
+            t(p["rho"]),
+            t(p["beta"]),
+            t(dt / 2),
+            t(dt),
+            t(dt / 6),
+            t(dt / 3),
+            t(2),
+            grads,
+            h0_bar,
+        )
+        return Params(sigma=grads[0].copy(), rho=grads[1].copy(), beta=grads[2].copy()), h0_bar
 
 
 class ODEStep(Model):
@@ -377,3 +410,18 @@ class ODEStep(Model):
             if out is not None:
                 return out.reshape(*lead, T, self.state_dim)
         return super().sequential(h0, inputs, T)
+
+    def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
+        r"""Backpropagation through time (see :meth:`Model.bptt`): a compiled backward loop for
+        fields that provide one (:class:`Lorenz63`: the stages recomputed from
+        :math:`h_{t-1}`, the cotangent taken back through them as in :meth:`vjp_h`), else
+        the generic method. ``inputs`` must be None (the model is autonomous)."""
+        flat = _bptt_arrays(self, h0, inputs, states, g)
+        if flat is not None:
+            H0, X, S, G, lead = flat
+            self._no_inputs(X)
+            res = self.field._rk4_bptt(H0, S, G, self.dt)
+            if res is not None:
+                x_bar = None if X is None else np.zeros(X.shape, S.dtype)
+                return _bptt_result(res[0], res[1], x_bar, lead, h0, inputs)
+        return super().bptt(h0, inputs, states, g)

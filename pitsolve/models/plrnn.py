@@ -30,6 +30,7 @@ from .._validation import check_positive_int
 from ..backends import array_namespace
 from . import _plrnn_numba
 from .base import Model, Params
+from .rnn import _bptt_arrays, _bptt_result
 
 __all__ = ["ALRNN", "ClippedShPLRNN", "ShPLRNN"]
 
@@ -419,6 +420,47 @@ class _ShPLRNNBase(Model):
             _plrnn_numba.shplrnn_sequential(a, W1, W2T, h1, h2, self._clipped, h0f, out)
         return out.reshape(*batch, T, M)
 
+    def _nb_dtype(self, dtype: Any) -> tuple[np.ndarray, ...]:
+        """Contiguous ``(a, W1, W2ᵀ, h1, h2)`` in ``dtype`` (the compiled loops' layout)."""
+        return self.cached(
+            f"numba:{np.dtype(dtype)}",
+            lambda: tuple(
+                np.ascontiguousarray(v, dtype=dtype)
+                for v in (
+                    self.params["a"],
+                    self.params["W1"],
+                    self.params["W2"].T,
+                    self.params["h1"],
+                    self.params["h2"],
+                )
+            ),
+        )
+
+    def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
+        r"""Backpropagation through time (see :meth:`Model.bptt`), a compiled backward loop.
+
+        Per step it recomputes :math:`W_2 z_{t-1} + h_2` and the masks from the stored state,
+        forms :math:`\lambda_t`, accumulates every parameter cotangent in place and steps
+        :math:`\lambda` back by :math:`J_t^\top`: about five O(M L) passes per step against
+        the forward step's two. Computes in the dtype of ``states``; non-NumPy arrays take
+        the generic method. ``inputs`` is ignored (its cotangent is zero).
+        """
+        flat = _bptt_arrays(self, h0, inputs, states, g)
+        if flat is None or not isinstance(self.params["a"], np.ndarray):
+            return super().bptt(h0, inputs, states, g)
+        H0, _, S, G, lead = flat
+        dt = S.dtype
+        M, L = self.state_dim, self.hidden_dim
+        a, W1, W2T, _, h2 = self._nb_dtype(dt)
+        ga, gh1, gh2 = np.zeros(M, dt), np.zeros(M, dt), np.zeros(L, dt)
+        gw1, gw2t = np.zeros((M, L), dt), np.zeros((M, L), dt)
+        h0_bar = np.zeros_like(H0)
+        _plrnn_numba.shplrnn_bptt(
+            a, W1, W2T, h2, self._clipped, H0, S, G, ga, gw1, gw2t, gh1, gh2, h0_bar
+        )
+        pb = Params(a=ga, W1=gw1, W2=np.ascontiguousarray(gw2t.T), h1=gh1, h2=gh2)
+        return _bptt_result(pb, h0_bar, None, lead, h0, inputs)
+
 
 class ShPLRNN(_ShPLRNNBase):
     r"""Shallow PLRNN.
@@ -635,3 +677,25 @@ class ALRNN(Model):
         if out.size:
             _plrnn_numba.alrnn_sequential(a, WT, h, self.relu_units, h0f, out)
         return out.reshape(*batch, T, M)
+
+    def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
+        r"""Backpropagation through time (see :meth:`Model.bptt`), a compiled backward loop.
+
+        One pass over the rows of W per step gives :math:`W^\top \lambda_t` and
+        :math:`\bar W \mathrel{+}= \lambda_t \Phi(z_{t-1})^\top`. Computes in the dtype of
+        ``states``; non-NumPy arrays take the generic method. ``inputs`` is ignored.
+        """
+        flat = _bptt_arrays(self, h0, inputs, states, g)
+        if flat is None or not isinstance(self.params["a"], np.ndarray):
+            return super().bptt(h0, inputs, states, g)
+        H0, _, S, G, lead = flat
+        dt = S.dtype
+        M = self.state_dim
+        a, W = self.cached(
+            f"numba-bptt:{dt}",
+            lambda: tuple(np.ascontiguousarray(self.params[k], dtype=dt) for k in ("a", "W")),
+        )
+        ga, gw, gh = np.zeros(M, dt), np.zeros((M, M), dt), np.zeros(M, dt)
+        h0_bar = np.zeros_like(H0)
+        _plrnn_numba.alrnn_bptt(a, W, self.relu_units, H0, S, G, ga, gw, gh, h0_bar)
+        return _bptt_result(Params(a=ga, W=gw, h=gh), h0_bar, None, lead, h0, inputs)

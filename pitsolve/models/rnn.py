@@ -149,6 +149,64 @@ def _sequential_setup(model: Model, h0: Any, inputs: Any, T: int) -> tuple[Any, 
     return H0, inputs, lead
 
 
+def _bptt_arrays(model: Model, h0: Any, inputs: Any, states: Any, g: Any) -> Any:
+    """The arguments of ``bptt`` flattened for a compiled kernel, or None if they need the
+    generic method (not all NumPy arrays, or not float32/float64 states).
+
+    Returns ``(H0 (B, D), X (B, T, N_x) or None, S (B, T, D), G (B, T, D), lead)``, each
+    C-contiguous in the dtype of ``states``; ``lead`` is the broadcast batch shape.
+    """
+    arrays = [a for a in (h0, inputs, states, g) if a is not None]
+    if not all(isinstance(a, np.ndarray) for a in arrays):
+        return None
+    if states.dtype not in (np.float32, np.float64):
+        return None
+    dt, D = states.dtype, model.state_dim
+    if states.ndim < 2 or states.shape[-1] != D:
+        raise ValueError(f"states must have shape (..., T, {D}), got {states.shape}")
+    T = states.shape[-2]
+    if g.shape[-2:] != states.shape[-2:]:
+        raise ValueError(f"g must have shape (..., {T}, {D}), got {g.shape}")
+    if h0.ndim < 1 or h0.shape[-1] != D:
+        raise ValueError(f"h0 must have shape (..., {D}), got {h0.shape}")
+    shapes = [states.shape[:-2], g.shape[:-2], h0.shape[:-1]]
+    if inputs is not None:
+        if inputs.ndim < 2 or inputs.shape[-2] < T:
+            raise ValueError(f"inputs must have shape (..., T≥{T}, N_x), got {inputs.shape}")
+        shapes.append(inputs.shape[:-2])
+    lead = tuple(np.broadcast_shapes(*shapes))
+
+    def flat(a: Any, tail: tuple[int, ...]) -> np.ndarray:
+        a = np.broadcast_to(a.astype(dt, copy=False), (*lead, *tail))
+        return np.ascontiguousarray(a.reshape(-1, *tail))
+
+    X = None if inputs is None else flat(inputs[..., :T, :], (T, inputs.shape[-1]))
+    return flat(h0, (D,)), X, flat(states, (T, D)), flat(g, (T, D)), lead
+
+
+def _sum_to(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` summed over the axes along which ``shape`` was broadcast to ``a.shape``."""
+    if a.ndim > len(shape):
+        a = a.sum(axis=tuple(range(a.ndim - len(shape))))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
+    return a.sum(axis=axes, keepdims=True) if axes else a
+
+
+def _bptt_result(
+    params_bar: Params, h0_bar: np.ndarray, x_bar: Any, lead: tuple, h0: Any, inputs: Any
+) -> tuple[Params, np.ndarray, Any]:
+    """``(params_bar, h0_bar, inputs_bar)`` from a kernel's flat ``h0_bar (B, D)`` and
+    ``x_bar (B, T, N_x)``, reshaped and summed to the shapes of ``h0`` and ``inputs``."""
+    h0_bar = _sum_to(h0_bar.reshape(*lead, h0_bar.shape[-1]), h0.shape)
+    if inputs is None:
+        return params_bar, h0_bar, None
+    T = x_bar.shape[1] if x_bar is not None else 0
+    full = np.zeros((*lead, *inputs.shape[-2:]), dtype=h0_bar.dtype)
+    if x_bar is not None:
+        full[..., :T, :] = x_bar.reshape(*lead, T, inputs.shape[-1])
+    return params_bar, h0_bar, _sum_to(full, inputs.shape)
+
+
 # -- Elman -------------------------------------------------------------------------------------
 
 
@@ -175,6 +233,10 @@ class Elman(Model):
     :math:`U \sim \mathcal N(0, 1/N_x)`; :math:`b = 0`. ``Elman(256, 8, seed=0)`` is the
     ``elman_256`` benchmark model.
     """
+
+    #: ``bptt`` recomputes each step's output from :math:`h_{t-1}` (False: reads it as
+    #: :math:`h_t` from ``states``, exact on a trajectory; benchmarks switch it per instance).
+    _bptt_recompute: bool = True
 
     def __init__(
         self,
@@ -281,6 +343,46 @@ class Elman(Model):
             out += p["b"]
         _rnn_numba.elman_loop(WT, H0, out)
         return out.reshape(*lead, T, self.state_dim)
+
+    def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
+        r"""Backpropagation through time (see :meth:`Model.bptt`), a compiled backward loop.
+
+        Per step the output :math:`y_t = \tanh(W h_{t-1} + U x_t + b)` is recomputed from the
+        stored :math:`h_{t-1}` (one pass over W, as in the forward loop), then with
+        :math:`\gamma_t = (1 - y_t^2) \odot \lambda_t` one pass over W gives
+        :math:`J_t^\top \lambda_t = W^\top \gamma_t`; the outer products
+        :math:`\gamma_t h_{t-1}^\top` are added to :math:`\bar W` eight steps at a time.
+        Setting ``_bptt_recompute = False`` on an instance reads :math:`y_t = h_t` from
+        ``states`` instead (a step then costs less than a forward step; the two agree to
+        rounding when ``states`` is the trajectory, and only then). Computes in the dtype of
+        ``states``; non-NumPy arrays take the generic method.
+        """
+        flat = _bptt_arrays(self, h0, inputs, states, g)
+        if flat is None:
+            return super().bptt(h0, inputs, states, g)
+        H0, X, S, G, lead = flat
+        _check_x(self, X)
+        from . import _rnn_numba
+
+        dt = S.dtype
+        B, T, D = S.shape
+        N = self.input_dim
+        p = _arrays(self, np, dt)
+        gw, gu, gb = np.zeros((D, D), dt), np.zeros((D, N), dt), np.zeros(D, dt)
+        h0_bar = np.zeros_like(H0)
+        Xk = np.zeros((B, T, 0), dt) if X is None else X
+        x_bar = np.zeros(Xk.shape, dt)
+        WT, W, UT, U = _derived(
+            self,
+            "bpttW",
+            np,
+            dt,
+            lambda q: tuple(np.ascontiguousarray(a) for a in (q["W"].T, q["W"], q["U"].T, q["U"])),
+        )
+        _rnn_numba.elman_bptt(
+            WT, W, UT, U, p["b"], H0, Xk, S, G, self._bptt_recompute, gw, gu, gb, h0_bar, x_bar
+        )
+        return _bptt_result(Params(W=gw, U=gu, b=gb), h0_bar, x_bar, lead, h0, inputs)
 
 
 # -- GRU ---------------------------------------------------------------------------------------
@@ -515,3 +617,60 @@ class GRU(Model):
         out = np.empty((H0.shape[0], T, self.state_dim), dtype=dtype)
         _rnn_numba.gru_loop(WzrT, WnT, H0, np.ascontiguousarray(pre), out)
         return out.reshape(*lead, T, self.state_dim)
+
+    def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
+        r"""Backpropagation through time (see :meth:`Model.bptt`), a compiled backward loop.
+
+        Per step the gates are recomputed from :math:`h_{t-1}` as the forward loop forms them
+        (input projections for all t by one BLAS product first), then the cotangents of the
+        three pre-activations give every parameter cotangent and :math:`J_t^\top \lambda_t`:
+        passes over :math:`W_{zr}, W_n` (recompute) and :math:`W_n, W_{zr}` (transposed
+        products); the weight cotangents take their outer products eight steps at a time.
+        Computes in the dtype of ``states``; non-NumPy arrays take the generic method.
+        """
+        flat = _bptt_arrays(self, h0, inputs, states, g)
+        if flat is None:
+            return super().bptt(h0, inputs, states, g)
+        H0, X, S, G, lead = flat
+        _check_x(self, X)
+        from . import _rnn_numba
+
+        dt = S.dtype
+        B, T, D = S.shape
+        N = self.input_dim
+        s = self._stacked(np, dt)
+        if X is None:
+            pre = s["b"].reshape(1, 1, -1)
+        else:
+            pre = np.matmul(X, s["U"].T)
+            pre += s["b"]
+
+        def layouts(q: dict[str, Any]) -> tuple[np.ndarray, ...]:
+            Wzr = np.concatenate([q["Wz"], q["Wr"]], axis=0)
+            U = np.concatenate([q["Uz"], q["Ur"], q["Un"]], axis=0)
+            return (
+                np.ascontiguousarray(Wzr.T),
+                np.ascontiguousarray(q["Wn"].T),
+                np.ascontiguousarray(Wzr),
+                np.ascontiguousarray(q["Wn"]),
+                np.ascontiguousarray(U),
+            )
+
+        WzrT, WnT, Wzr, Wn, U = _derived(self, "bpttW", np, dt, layouts)
+        gwzr, gwn = np.zeros((2 * D, D), dt), np.zeros((D, D), dt)
+        gu, gb = np.zeros((3 * D, N), dt), np.zeros(3 * D, dt)
+        h0_bar = np.zeros_like(H0)
+        Xk = np.zeros((B, T, 0), dt) if X is None else X
+        x_bar = np.zeros(Xk.shape, dt)
+        _rnn_numba.gru_bptt(
+            WzrT, WnT, Wzr, Wn, U, H0, np.ascontiguousarray(pre), Xk, S, G,
+            gwzr, gwn, gu, gb, h0_bar, x_bar,
+        )  # fmt: skip
+        out = {"Wn": gwn}
+        for i, gate in enumerate("zrn"):
+            if gate != "n":
+                out[f"W{gate}"] = gwzr[i * D : (i + 1) * D]
+            out[f"U{gate}"] = gu[i * D : (i + 1) * D]
+            out[f"b{gate}"] = gb[i * D : (i + 1) * D]
+        pb = Params({k: out[k] for k in self._NAMES})
+        return _bptt_result(pb, h0_bar, x_bar, lead, h0, inputs)

@@ -23,6 +23,8 @@ from ..backends import array_namespace
 from .base import Model, Params
 from .rnn import (
     _arrays,
+    _bptt_arrays,
+    _bptt_result,
     _broadcast_lead,
     _check_dtype,
     _check_inputs_count,
@@ -249,3 +251,31 @@ class LinearSSM(Model):
         out = np.empty((H0.shape[0], T, self.state_dim), dtype=dtype)
         _rnn_numba.ssm_loop(pre, _arrays(self, np, dtype)["bl"], H0, out)
         return out.reshape(*lead, T, self.state_dim)
+
+    def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
+        r"""Backpropagation through time of the dynamics (see :meth:`Model.bptt`), compiled.
+
+        :math:`W_\lambda x_t` for all t by one BLAS product, then one backward loop:
+        :math:`\lambda_t` from it, :math:`J_t^\top u = \lambda_t \odot u`, the cotangents of
+        :math:`W_\lambda, b_\lambda, B` accumulated in place, ``inputs_bar`` per step. The
+        readout parameters get zeros (add :meth:`readout_vjp_params` for a loss on y).
+        Computes in the dtype of ``states``; non-NumPy arrays take the generic method.
+        """
+        flat = _bptt_arrays(self, h0, inputs, states, g)
+        if flat is None:
+            return super().bptt(h0, inputs, states, g)
+        H0, X, S, G, lead = flat
+        X = _check_x(self, X)
+        from . import _rnn_numba
+
+        dt = S.dtype
+        p = _arrays(self, np, dt)
+        Wl, Bm = np.ascontiguousarray(p["Wl"]), np.ascontiguousarray(p["B"])
+        P = np.matmul(X, Wl.T)
+        grads = {k: np.zeros(self.params[k].shape, dt) for k in self.params}
+        h0_bar = np.zeros_like(H0)
+        x_bar = np.zeros(X.shape, dt)
+        _rnn_numba.ssm_bptt(
+            Wl, Bm, p["bl"], H0, P, X, S, G, grads["Wl"], grads["bl"], grads["B"], h0_bar, x_bar
+        )
+        return _bptt_result(Params(grads), h0_bar, x_bar, lead, h0, inputs)
