@@ -23,6 +23,7 @@ import numpy as np
 
 from ..kernels import affine_scan, affine_scan_transpose
 from ..kernels.kalman import lm_smoother
+from ..kernels.residual import residual_norms
 from ..problems import RecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register
@@ -187,13 +188,6 @@ class NewtonState(SolverState):
         x = self.problem.inputs
         return None if x is None else x[..., start:, :]
 
-    def residual(self, segment: Any, f_prev: Any) -> tuple[Any, Any]:
-        """Per-step max-norm residual and its ratio to the tolerance, shape (batch..., T')."""
-        xp = self.xp
-        rn = xp.abs(segment - f_prev).max(axis=-1)
-        ratio = rn / (self.atol + self.rtol * xp.abs(segment).max(axis=-1))
-        return rn, ratio
-
     def finish(self, code: ReturnCode, states: Any, converged: Any) -> None:
         self.retcode, self.states, self.converged, self.done = code, states, converged, True
 
@@ -202,18 +196,19 @@ class NewtonState(SolverState):
         the tolerance are reported converged."""
         self.finish(code, self.best, self.best_q <= 1)
 
-    def test(self, f_prev: Any) -> Any:
+    def test(self, f_prev: Any) -> int | None:
         """Record the residual of the current iterate and stop if converged or failed.
 
-        Returns the per-step tolerance ratio on the active segment (None once done).
+        Returns the number of leading steps of the active segment that have converged in
+        every batch element (None once done).
         """
         xp = self.xp
         if not bool(xp.isfinite(f_prev).all()):
             self.finish_with_best(ReturnCode.NonFinite)
             return None
-        rn, ratio = self.residual(self.h[..., self.start :, :], f_prev)
-        err = np.asarray(_to_host(rn.max(axis=-1)), dtype=float)
-        q = np.asarray(_to_host(ratio.max(axis=-1)), dtype=float)
+        err, q, first = residual_norms(self.h[..., self.start :, :], f_prev, self.atol, self.rtol)
+        err = np.asarray(_to_host(err), dtype=float)
+        q = np.asarray(_to_host(q), dtype=float)
         self.stats.residual_history.append(float(err.max()) if err.size else 0.0)
         improved = err < self.best_err
         if improved.any():
@@ -230,16 +225,13 @@ class NewtonState(SolverState):
         if self.stats.iterations >= self.controls.maxiter:
             self.finish_with_best(ReturnCode.MaxIters)
             return None
-        return ratio
+        return first
 
-    def freeze(self, ratio: Any) -> int:
+    def freeze(self, first: int) -> int:
         """Advance ``start`` past the prefix converged in every batch element; returns the
         number of steps frozen."""
         if not self.controls.freeze_converged:
             return 0
-        xp = self.xp
-        bad = (ratio > 1).reshape(-1, ratio.shape[-1]).any(axis=0)
-        first = int(_to_host(xp.argmax(bad)))
         self.start += first
         return first
 
@@ -301,10 +293,10 @@ class DEERSolve(NewtonState):
         if J is not None and not bool(xp.isfinite(J).all()):
             self.finish_with_best(ReturnCode.NonFinite)
             return
-        ratio = self.test(f_prev)
-        if ratio is None:
+        converged = self.test(f_prev)
+        if converged is None:
             return
-        first = self.freeze(ratio)
+        first = self.freeze(converged)
         if first:
             time_axis = f_prev.ndim - 2
             f_prev = f_prev[..., first:, :]

@@ -108,10 +108,10 @@ class NewtonKrylovSolve(NewtonState):
             self.stats.jacobian_evals += 1
         else:
             f_prev, d = model.f(prev, x), None
-        ratio = self.test(f_prev)
-        if ratio is None:
+        converged = self.test(f_prev)
+        if converged is None:
             return
-        first = self.freeze(ratio)
+        first = self.freeze(converged)
         if first:
             f_prev = f_prev[..., first:, :]
             d = None if d is None else d[..., first:, :]
