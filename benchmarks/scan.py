@@ -19,6 +19,10 @@ milliseconds, the median of several runs after a warm-up call; fewer runs for bi
     ``t1/t2 = numba1 / numba`` is the speed-up the second thread buys for that algorithm.
 ``seq``
     ``numba_scan.scan_sequential``: the plain loop, one thread.
+``forced``
+    ``scan_blocked`` with ``C = threads + 1`` chunks forced (the blocked algorithm even
+    where the default declines to split time, e.g. dense maps on 2 threads, whose O(D^3)
+    transfer-map products cost more than a second thread saves).
 ``np-blk`` / ``logdepth``
     the NumPy twins ``pitsolve.kernels.numpy_scan.scan_blocked`` (its own default chunk
     size) and ``scan_logdepth``; ``n/a`` when that module cannot be imported, ``skip`` when
@@ -34,7 +38,8 @@ milliseconds, the median of several runs after a warm-up call; fewer runs for bi
     for the first touch (page faults and zeroing) of fresh memory.
 
 Ratios: ``scan/add = numba / add``; ``par/seq = numba / seq`` (below 1: the blocked scan
-beats the plain loop); ``t1/t2 = numba1 / numba``; ``np/nb = np-blk / numba``.
+beats the plain loop); ``t1/t2 = numba1 / numba``; ``np/nb = np-blk / numba``;
+``np/frc = np-blk / forced``.
 
 Cases whose ``A`` would exceed 1.5 GB are skipped ("skipped: memory").
 """
@@ -46,6 +51,7 @@ import math
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -118,94 +124,112 @@ def _ratio(a, b):
     return a / b
 
 
+def _case(kind, T, D, rng, np_blocked, np_logdepth, n_threads, notes):
+    """Time one case; returns the table row (a string)."""
+    dense = kind == "dense"
+    a_shape = (1, T, D, D) if dense else (1, T, D)
+    a_bytes = 8 * math.prod(a_shape)
+    tag = f"{kind:>5} {T:>7.0e} {D:>3}"
+    if a_bytes > MAX_A_BYTES:
+        return f"{tag}   - | skipped: memory (A would be {a_bytes / 1e9:.1f} GB)"
+    # |A| entries <= 1/D (dense) or <= 1 (diagonal) keep the recurrence bounded
+    A = rng.uniform(-1.0, 1.0, a_shape) / (D if dense else 1)
+    b = rng.standard_normal((1, T, D))
+    h0 = rng.standard_normal((1, D))
+    where = f"{kind} T={T:.0e} D={D}"
+
+    # what scan_blocked picks (a dense 1x1 map runs the diagonal kernels)
+    cs = numba_scan.default_chunk_size(T, 1, D=D, dense=dense and D > 1)
+    C = -(-T // cs)
+    t2 = _timeit(partial(numba_scan.scan_blocked, A, b, h0))
+    numba.set_num_threads(1)
+    try:
+        t1 = _timeit(partial(numba_scan.scan_blocked, A, b, h0, chunk_size=cs))
+    finally:
+        numba.set_num_threads(n_threads)
+    tseq = _timeit(partial(numba_scan.scan_sequential, A, b, h0))
+    cs_forced = -(-T // (n_threads + 1))
+    if cs_forced == cs:
+        tforced = t2
+    else:
+        tforced = _timeit(partial(numba_scan.scan_blocked, A, b, h0, chunk_size=cs_forced))
+
+    if np_blocked is None:
+        tnp = "n/a"
+    elif dense and T * D**3 > NP_BLOCKED_DENSE_MAX:
+        tnp = "skip"
+        notes.append(
+            f"{where}: np-blk skipped, too slow "
+            f"(T*D^3 = {T * D**3:.1e} > {NP_BLOCKED_DENSE_MAX:.0e})"
+        )
+    else:
+        tnp = _timeit(partial(np_blocked, A, b, h0), warm=False, budget=2.0)
+
+    if np_logdepth is None:
+        tlog = "n/a"
+    elif dense and T * D**3 * math.log2(T) > LOGDEPTH_DENSE_MAX:
+        tlog = "skip"
+        notes.append(
+            f"{where}: logdepth skipped, too slow "
+            f"(T*D^3*log2(T) = {T * D**3 * math.log2(T):.1e} > {LOGDEPTH_DENSE_MAX:.0e})"
+        )
+    elif 6 * (A.nbytes + b.nbytes) > LOGDEPTH_MAX_BYTES:
+        tlog = "skip"
+        notes.append(
+            f"{where}: logdepth skipped, memory "
+            f"(~{6 * (A.nbytes + b.nbytes) / 1e9:.1f} GB of temporaries)"
+        )
+    else:
+        tlog = _timeit(partial(np_logdepth, A, b, h0), warm=False, budget=2.0)
+
+    n_add = (A.size + b.size) // 2
+    x = np.ones(n_add)
+    y = np.ones(n_add)
+    z = np.ones(n_add)
+    tadd = _timeit(partial(np.add, x, y, out=z))
+
+    return (
+        f"{tag} {C:>3} | {_fmt(t2)} {_fmt(t1)} {_fmt(tseq)} {_fmt(tforced)} {_fmt(tnp)} "
+        f"{_fmt(tlog)} {_fmt(tadd)} | {_fmt(_ratio(t2, tadd), 8, 2)} "
+        f"{_fmt(_ratio(t2, tseq), 8, 2)} {_fmt(_ratio(t1, t2), 8, 2)} "
+        f"{_fmt(_ratio(tnp, t2), 8, 1)} {_fmt(_ratio(tnp, tforced), 8, 1)}"
+    )
+
+
 def run(Ts, Ds, kinds=("diag", "dense")):
     np_blocked, np_logdepth, np_msg = _numpy_twins()
     n_threads = numba.get_num_threads()
-    print(f"numba {numba.__version__}, numpy {np.__version__}, threads {n_threads}, "
-          f"threading layer: {numba.config.THREADING_LAYER}")
+    print(
+        f"numba {numba.__version__}, numpy {np.__version__}, threads {n_threads}, "
+        f"threading layer: {numba.config.THREADING_LAYER}"
+    )
     if np_msg:
         print(np_msg)
     print("compiling / loading cached kernels ...", flush=True)
     _compile_all()
-    header = (f"{'kind':>5} {'T':>7} {'D':>3} {'C':>3} | {'numba':>9} {'numba1':>9} {'seq':>9} "
-              f"{'np-blk':>9} {'logdepth':>9} {'add':>9} | {'scan/add':>8} {'par/seq':>8} "
-              f"{'t1/t2':>8} {'np/nb':>8}")
+    header = (
+        f"{'kind':>5} {'T':>7} {'D':>3} {'C':>3} | {'numba':>9} {'numba1':>9} {'seq':>9} "
+        f"{'forced':>9} {'np-blk':>9} {'logdepth':>9} {'add':>9} | {'scan/add':>8} "
+        f"{'par/seq':>8} {'t1/t2':>8} {'np/nb':>8} {'np/frc':>8}"
+    )
     print(header)
     print("-" * len(header), flush=True)
     notes = []
     rng = np.random.default_rng(0)
     for kind in kinds:
-        dense = kind == "dense"
         for D in Ds:
             for T in Ts:
-                a_shape = (1, T, D, D) if dense else (1, T, D)
-                a_bytes = 8 * math.prod(a_shape)
-                tag = f"{kind:>5} {T:>7.0e} {D:>3}"
-                if a_bytes > MAX_A_BYTES:
-                    print(f"{tag}   - | skipped: memory (A would be {a_bytes / 1e9:.1f} GB)",
-                          flush=True)
-                    continue
-                if dense:
-                    # spectral radius < 1 keeps the recurrence bounded
-                    A = rng.uniform(-1.0, 1.0, a_shape) / D
-                else:
-                    A = rng.uniform(-1.0, 1.0, a_shape)
-                b = rng.standard_normal((1, T, D))
-                h0 = rng.standard_normal((1, D))
-
-                cs = numba_scan.default_chunk_size(T, 1, D=D, dense=dense)
-                C = -(-T // cs)
-                t2 = _timeit(lambda: numba_scan.scan_blocked(A, b, h0))
-                numba.set_num_threads(1)
-                try:
-                    t1 = _timeit(lambda: numba_scan.scan_blocked(A, b, h0, chunk_size=cs))
-                finally:
-                    numba.set_num_threads(n_threads)
-                tseq = _timeit(lambda: numba_scan.scan_sequential(A, b, h0))
-
-                if np_blocked is None:
-                    tnp = "n/a"
-                elif dense and T * D**3 > NP_BLOCKED_DENSE_MAX:
-                    tnp = "skip"
-                    notes.append(f"{kind} T={T:.0e} D={D}: np-blk skipped, too slow "
-                                 f"(T*D^3 = {T * D**3:.1e} > {NP_BLOCKED_DENSE_MAX:.0e})")
-                else:
-                    tnp = _timeit(lambda: np_blocked(A, b, h0), warm=False, budget=2.0)
-
-                if np_logdepth is None:
-                    tlog = "n/a"
-                elif dense and T * D**3 * math.log2(T) > LOGDEPTH_DENSE_MAX:
-                    tlog = "skip"
-                    notes.append(f"{kind} T={T:.0e} D={D}: logdepth skipped, too slow "
-                                 f"(T*D^3*log2 T = {T * D**3 * math.log2(T):.1e} > "
-                                 f"{LOGDEPTH_DENSE_MAX:.0e})")
-                elif 6 * (A.nbytes + b.nbytes) > LOGDEPTH_MAX_BYTES:
-                    tlog = "skip"
-                    notes.append(f"{kind} T={T:.0e} D={D}: logdepth skipped, memory "
-                                 f"(~{6 * (A.nbytes + b.nbytes) / 1e9:.1f} GB of temporaries)")
-                else:
-                    tlog = _timeit(lambda: np_logdepth(A, b, h0), warm=False, budget=2.0)
-
-                n_add = (A.size + b.size) // 2
-                x = np.ones(n_add)
-                y = np.ones(n_add)
-                z = np.ones(n_add)
-                tadd = _timeit(lambda: np.add(x, y, out=z))
-                del x, y, z
-
-                print(f"{tag} {C:>3} | {_fmt(t2)} {_fmt(t1)} {_fmt(tseq)} {_fmt(tnp)} "
-                      f"{_fmt(tlog)} {_fmt(tadd)} | {_fmt(_ratio(t2, tadd), 8, 2)} "
-                      f"{_fmt(_ratio(t2, tseq), 8, 2)} {_fmt(_ratio(t1, t2), 8, 2)} "
-                      f"{_fmt(_ratio(tnp, t2), 8, 1)}", flush=True)
-                del A, b
+                row = _case(kind, T, D, rng, np_blocked, np_logdepth, n_threads, notes)
+                print(row, flush=True)
     for note in notes:
         print("note:", note)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="only T in {1e4, 1e5} and D in {1, 4} (smoke check)")
+    parser.add_argument(
+        "--quick", action="store_true", help="only T in {1e4, 1e5} and D in {1, 4} (smoke check)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         run([10**4, 10**5], [1, 4])

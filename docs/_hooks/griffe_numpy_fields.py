@@ -21,14 +21,18 @@ more fields. A field naming several parameters (``rtol, atol : ...``) becomes on
 name with the shared description, so that each shows its own default. Docstrings written in the
 standard form pass through unchanged.
 
-A second extension, :class:`RstBlocks`, turns the two reStructuredText block constructs that
+The same split applies to ``type : description`` lines of Returns, Yields, Raises and Warns
+sections (``float : the distance ...``), whose description would otherwise show as a type.
+
+A second extension, :class:`RstBlocks`, turns the reStructuredText block constructs that
 pitsolve's docstrings use into Markdown that the site renders:
 
 * ``.. math::`` directives become display math ``\\[ ... \\]`` for pymdownx.arithmatex (one
   display per paragraph of the directive; a paragraph with ``&`` is wrapped in ``aligned``, one
   with ``\\\\`` line breaks in ``gathered``);
 * simple tables (``====  ====`` borders) become Markdown tables, or a bullet list when the
-  table has no header row. Continuation lines (an empty first column) join the cell above.
+  table has no header row. Continuation lines (an empty first column) join the cell above;
+* ``.. code-block:: python`` (also ``.. code::``) directives become fenced code blocks.
 """
 
 from __future__ import annotations
@@ -39,10 +43,15 @@ from typing import Any
 import griffe
 
 _FIELD_SECTIONS = {"parameters", "other parameters", "attributes", "keyword arguments"}
+# sections whose "type : prose" lines are split too (no Notes heuristic, no name splitting)
+_RETURN_SECTIONS = {"returns", "yields", "raises", "warns"}
 _NAME = r"\*{0,2}[A-Za-z_][\w.]*"
 _FIELD = re.compile(rf"^(?P<names>{_NAME}(?:\s*,\s*{_NAME})*)(?:\s+:\s*(?P<rest>.*))?$")
 _UNDERLINE = re.compile(r"^-{3,}\s*$")
 _MATH_DIRECTIVE = re.compile(r"^(?P<indent>\s*)\.\. math::\s*$")
+_CODE_DIRECTIVE = re.compile(
+    r"^(?P<indent>\s*)\.\. (?:code-block|code|sourcecode)::\s*(?P<lang>\S*)\s*$"
+)
 _TABLE_BORDER = re.compile(r"^(?P<indent>\s*)=+(?:\s+=+)+\s*$")
 
 
@@ -81,6 +90,13 @@ def rewrite(doc: str) -> str:
             elif previous_blank and not _UNDERLINE.match(line):
                 out.extend(["Notes", "-----", line])
                 section = "notes"
+            else:
+                out.append(line)
+        elif section in _RETURN_SECTIONS and line and not line[0].isspace():
+            match = _FIELD.match(line)
+            rest = match["rest"] if match else None
+            if rest and _is_prose(rest):
+                out.extend([match["names"], f"    {rest}"])
             else:
                 out.append(line)
         else:
@@ -174,6 +190,32 @@ def _math_blocks(lines: list[str]) -> list[str]:
     return out
 
 
+def _code_blocks(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        match = _CODE_DIRECTIVE.match(lines[i])
+        if not match:
+            out.append(lines[i])
+            i += 1
+            continue
+        indent = match["indent"]
+        i += 1
+        block: list[str] = []
+        while i < len(lines) and (not lines[i].strip() or _indent_of(lines[i]) > len(indent)):
+            block.append(lines[i])
+            i += 1
+        while block and not block[-1].strip():
+            i -= 1  # give trailing blank lines back to the text
+            block.pop()
+        while block and not block[0].strip():
+            block.pop(0)
+        cut = min((_indent_of(b) for b in block if b.strip()), default=0)
+        fence = f"{indent}```{match['lang']}"
+        out.extend(["", fence, *(f"{indent}{b[cut:]}".rstrip() for b in block), f"{indent}```", ""])
+    return out
+
+
 def _table_columns(border: str) -> list[int]:
     """Start offsets of the columns of a simple-table border line."""
     return [m.start() for m in re.finditer(r"=+", border)]
@@ -238,14 +280,14 @@ def _tables(lines: list[str]) -> list[str]:
 
 
 def rst_blocks(doc: str) -> str:
-    """The docstring with ``.. math::`` directives and simple tables in Markdown."""
-    if ".. math::" not in doc and "==" not in doc:
+    """The docstring with ``.. math::``, code-block directives and simple tables in Markdown."""
+    if ".. math::" not in doc and "==" not in doc and ".. code" not in doc:
         return doc
-    return "\n".join(_tables(_math_blocks(doc.splitlines())))
+    return "\n".join(_tables(_math_blocks(_code_blocks(doc.splitlines()))))
 
 
 class RstBlocks(griffe.Extension):
-    """Rewrite math directives and simple tables of every docstring before it is parsed."""
+    """Rewrite math and code directives and simple tables of every docstring before parsing."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:

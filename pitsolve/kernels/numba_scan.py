@@ -36,19 +36,25 @@ backwards (index arithmetic only, nothing is copied or transposed).
 3. Per chunk ``c >= 1`` in parallel: re-run the recurrence from ``carry_c``
    and write the outputs.
 
-The per-step arithmetic is shared by all paths (blocked, sequential, forward,
-reverse, diagonal, dense): the helpers below branch on ``M.ndim`` (pruned at
-compile time by Numba) and on a runtime ``trans`` flag that only the dense
-inner loops look at.  No ``fastmath``: NaN/Inf propagate as in the plain loop,
-and outputs written by phase 1 / the sequential kernels are bit-identical to a
-plain loop that accumulates ``sum_k A[i, k] h[k]`` in ascending ``k`` and adds
-``b`` last.
+All paths share the per-chunk helpers below: forward and reverse differ
+only in the time direction ``dt``, the ``A`` index offset ``ao`` and the
+dense transpose flag ``trans``; diagonal and dense are chosen by ``ndim``
+(pruned at compile time).  The sequential kernels are the blocked kernel's
+chunk-0 solve over the whole series.  No ``fastmath``: NaN/Inf propagate as
+in the plain loop, and every output written from a known carry (sequential
+kernels, chunk 0) is bit-identical to a plain loop that accumulates
+``sum_k op(A)[i, k] h[k]`` in ascending ``k`` and adds ``b`` last; phase-3
+outputs differ from it only by the rounding of their carry-in.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir as _ir
+from numba.core import cgutils as _cgutils
+from numba.core import types as _types
+from numba.extending import intrinsic as _intrinsic
 
 __all__ = [
     "default_chunk_size",
@@ -67,18 +73,52 @@ _PJIT = {"cache": True, "nogil": True, "parallel": True}
 # Per-chunk helpers
 #
 # Performance notes (measured on the 2-core dev machine):
-# * Numba never lets LLVM inline one jitted function into another; a call per
-#   time step (~300 bytes of exploded array arguments, plus an atomic
-#   incref/decref per array view) cost 15-50 ns/step.  So the time loops live
-#   inside per-chunk functions, hot loops index whole arrays with explicit row
-#   indices (no per-step views), and the only per-step helper is the dense
-#   mat-vec, inlined in Numba IR (``inline="always"``, three call sites).
-# * ``trans`` (dense transpose, i.e. reverse scan) must reach the inner loops
-#   as a compile-time constant: as a runtime flag the dense step was ~10x
-#   slower.  The kernel entry points pass it as a literal, so Numba
-#   specialises on it.
-# * ``ndim`` branches on *arguments* are pruned at compile time by Numba.
+# * Numba never lets LLVM inline one jitted function into another: a call per
+#   time step (~300 bytes of exploded array arguments) cost 15-50 ns/step.
+#   So the time loops live inside per-chunk functions, and the only per-step
+#   helpers (the dense mat-vecs) are inlined in Numba IR (``inline="always"``).
+# * Hot loops index whole arrays with explicit row indices: every array view
+#   created, or array variable rebound, inside a time loop costs an atomic
+#   incref/decref pair per step (~45 ns on this VM).
+# * ``trans`` selects the transposed dense map (reverse scan).  It is
+#   ``None`` (plain) or ``True`` (transposed), never a runtime bool: Numba
+#   prunes ``if trans is None`` branches at compile time (it prunes branches
+#   on ``None`` and on ``ndim``, not on literal booleans), so each direction
+#   compiles only its own loops (half the compile time), and a runtime flag
+#   in the inner loops made the dense step ~10x slower.
+# * ``ndim`` branches on *arguments* are pruned at compile time by Numba; the
+#   diagonal/dense dispatch therefore sits in non-inlined functions.
+# * Slice assignments (``x[:] = y``) tripled the compile time; plain loops.
 # --------------------------------------------------------------------------
+
+if numba.config.DISABLE_JIT:
+
+    def _prefetch(arr, idx):
+        """No-op stand-in for the prefetch intrinsic when Numba's JIT is disabled."""
+
+else:
+
+    @_intrinsic
+    def _prefetch(typingctx, arr, idx):
+        """Software prefetch (read, keep in all cache levels) of ``arr.flat[idx]``.
+
+        ``arr`` must be C-contiguous; a prefetch never faults, but callers keep
+        ``idx`` in bounds anyway.
+        """
+        sig = _types.void(arr, _types.intp)
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            i8p = _ir.IntType(8).as_pointer()
+            ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+            i32 = _ir.IntType(32)
+            fnty = _ir.FunctionType(_ir.VoidType(), [i8p, i32, i32, i32])
+            fn = _cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
 
 # Below this state size the dense transfer-map product uses scalar dot
 # products (no runtime alias checks / vector set-up per (i, k) pair, which
@@ -184,24 +224,190 @@ def _diag_solve(Ab, Vb, Ob, X, xr, ts, n, dt, ao, zero_carry):  # pragma: no cov
 def _dense_solve(Ab, Vb, Ob, X, xr, ts, n, dt, ao, trans, zero_carry):  # pragma: no cover
     D = Vb.shape[1]
     t = ts
+    # First step from the carry-in (no array variable is rebound inside the
+    # time loop: that costs an atomic incref/decref per step).
     if zero_carry:
         for d in range(D):
             Ob[t, d] = Vb[t, d]
-        P = Ob
-        pr = t
-        t += dt
-        n -= 1
+    elif trans is None:
+        _dense_matvec(Ab, t + ao, X, xr, Vb, t, Ob, t)
     else:
-        P = X
-        pr = xr
-    for _ in range(n):
-        if trans:
-            _dense_matvec_t(Ab, t + ao, P, pr, Vb, t, Ob, t)
+        _dense_matvec_t(Ab, t + ao, X, xr, Vb, t, Ob, t)
+    if D <= 4:
+        if trans is None:
+            _dense_solve_small(Ab, Vb, Ob, t, n - 1, dt, ao)
         else:
-            _dense_matvec(Ab, t + ao, P, pr, Vb, t, Ob, t)
-        P = Ob
-        pr = t
+            _dense_solve_small_t(Ab, Vb, Ob, t, n - 1, dt, ao)
+        return
+    # Software prefetch of the matrix ~16 KB ahead: the reverse scan walks
+    # memory backwards one matrix at a time (a saw-tooth the hardware
+    # prefetchers miss), which made it 2-3x slower than the forward scan.
+    DD = D * D
+    pf = max(1, 16384 // (DD * Ab.itemsize)) * dt
+    line = max(1, 64 // Ab.itemsize)
+    nA = Ab.shape[0]
+    for _ in range(1, n):
+        tp = t
         t += dt
+        tq = t + ao + pf
+        if 0 <= tq < nA:
+            for q in range(0, DD, line):
+                _prefetch(Ab, tq * DD + q)
+        if trans is None:
+            _dense_matvec(Ab, t + ao, Ob, tp, Vb, t, Ob, t)
+        else:
+            _dense_matvec_t(Ab, t + ao, Ob, tp, Vb, t, Ob, t)
+
+
+@numba.njit(**_JIT)
+def _dense_solve_small(Ab, Vb, Ob, t, n, dt, ao):  # pragma: no cover - jitted
+    """``n`` more steps of :func:`_dense_solve` after time ``t`` for ``D <= 4``.
+
+    Straight-line code with the state in registers: ~3x faster than the
+    generic loops for tiny states.  Same operation order as
+    :func:`_dense_matvec` (``((a_i0 h_0 + a_i1 h_1) + ...) + v_i``).
+    """
+    D = Vb.shape[1]
+    if D == 1:
+        h0 = Ob[t, 0]
+        for _ in range(n):
+            t += dt
+            ta = t + ao
+            h0 = Ab[ta, 0, 0] * h0 + Vb[t, 0]
+            Ob[t, 0] = h0
+    elif D == 2:
+        h0, h1 = Ob[t, 0], Ob[t, 1]
+        for _ in range(n):
+            t += dt
+            ta = t + ao
+            y0 = Ab[ta, 0, 0] * h0 + Ab[ta, 0, 1] * h1 + Vb[t, 0]
+            y1 = Ab[ta, 1, 0] * h0 + Ab[ta, 1, 1] * h1 + Vb[t, 1]
+            h0, h1 = y0, y1
+            Ob[t, 0] = h0
+            Ob[t, 1] = h1
+    elif D == 3:
+        h0, h1, h2 = Ob[t, 0], Ob[t, 1], Ob[t, 2]
+        for _ in range(n):
+            t += dt
+            ta = t + ao
+            y0 = Ab[ta, 0, 0] * h0 + Ab[ta, 0, 1] * h1 + Ab[ta, 0, 2] * h2 + Vb[t, 0]
+            y1 = Ab[ta, 1, 0] * h0 + Ab[ta, 1, 1] * h1 + Ab[ta, 1, 2] * h2 + Vb[t, 1]
+            y2 = Ab[ta, 2, 0] * h0 + Ab[ta, 2, 1] * h1 + Ab[ta, 2, 2] * h2 + Vb[t, 2]
+            h0, h1, h2 = y0, y1, y2
+            Ob[t, 0] = h0
+            Ob[t, 1] = h1
+            Ob[t, 2] = h2
+    elif D == 4:
+        h0, h1, h2, h3 = Ob[t, 0], Ob[t, 1], Ob[t, 2], Ob[t, 3]
+        for _ in range(n):
+            t += dt
+            ta = t + ao
+            y0 = (
+                Ab[ta, 0, 0] * h0
+                + Ab[ta, 0, 1] * h1
+                + Ab[ta, 0, 2] * h2
+                + Ab[ta, 0, 3] * h3
+                + Vb[t, 0]
+            )
+            y1 = (
+                Ab[ta, 1, 0] * h0
+                + Ab[ta, 1, 1] * h1
+                + Ab[ta, 1, 2] * h2
+                + Ab[ta, 1, 3] * h3
+                + Vb[t, 1]
+            )
+            y2 = (
+                Ab[ta, 2, 0] * h0
+                + Ab[ta, 2, 1] * h1
+                + Ab[ta, 2, 2] * h2
+                + Ab[ta, 2, 3] * h3
+                + Vb[t, 2]
+            )
+            y3 = (
+                Ab[ta, 3, 0] * h0
+                + Ab[ta, 3, 1] * h1
+                + Ab[ta, 3, 2] * h2
+                + Ab[ta, 3, 3] * h3
+                + Vb[t, 3]
+            )
+            h0, h1, h2, h3 = y0, y1, y2, y3
+            Ob[t, 0] = h0
+            Ob[t, 1] = h1
+            Ob[t, 2] = h2
+            Ob[t, 3] = h3
+
+
+@numba.njit(**_JIT)
+def _dense_solve_small_t(Ab, Vb, Ob, t, n, dt, ao):  # pragma: no cover - jitted
+    """Transposed twin of :func:`_dense_solve_small` (``op(A) = A^T``)."""
+    D = Vb.shape[1]
+    if D == 1:
+        h0 = Ob[t, 0]
+        for _ in range(n):
+            t += dt
+            ta = t + ao
+            h0 = Ab[ta, 0, 0] * h0 + Vb[t, 0]
+            Ob[t, 0] = h0
+    elif D == 2:
+        h0, h1 = Ob[t, 0], Ob[t, 1]
+        for _ in range(n):
+            t += dt
+            ta = t + ao
+            y0 = Ab[ta, 0, 0] * h0 + Ab[ta, 1, 0] * h1 + Vb[t, 0]
+            y1 = Ab[ta, 0, 1] * h0 + Ab[ta, 1, 1] * h1 + Vb[t, 1]
+            h0, h1 = y0, y1
+            Ob[t, 0] = h0
+            Ob[t, 1] = h1
+    elif D == 3:
+        h0, h1, h2 = Ob[t, 0], Ob[t, 1], Ob[t, 2]
+        for _ in range(n):
+            t += dt
+            ta = t + ao
+            y0 = Ab[ta, 0, 0] * h0 + Ab[ta, 1, 0] * h1 + Ab[ta, 2, 0] * h2 + Vb[t, 0]
+            y1 = Ab[ta, 0, 1] * h0 + Ab[ta, 1, 1] * h1 + Ab[ta, 2, 1] * h2 + Vb[t, 1]
+            y2 = Ab[ta, 0, 2] * h0 + Ab[ta, 1, 2] * h1 + Ab[ta, 2, 2] * h2 + Vb[t, 2]
+            h0, h1, h2 = y0, y1, y2
+            Ob[t, 0] = h0
+            Ob[t, 1] = h1
+            Ob[t, 2] = h2
+    elif D == 4:
+        h0, h1, h2, h3 = Ob[t, 0], Ob[t, 1], Ob[t, 2], Ob[t, 3]
+        for _ in range(n):
+            t += dt
+            ta = t + ao
+            y0 = (
+                Ab[ta, 0, 0] * h0
+                + Ab[ta, 1, 0] * h1
+                + Ab[ta, 2, 0] * h2
+                + Ab[ta, 3, 0] * h3
+                + Vb[t, 0]
+            )
+            y1 = (
+                Ab[ta, 0, 1] * h0
+                + Ab[ta, 1, 1] * h1
+                + Ab[ta, 2, 1] * h2
+                + Ab[ta, 3, 1] * h3
+                + Vb[t, 1]
+            )
+            y2 = (
+                Ab[ta, 0, 2] * h0
+                + Ab[ta, 1, 2] * h1
+                + Ab[ta, 2, 2] * h2
+                + Ab[ta, 3, 2] * h3
+                + Vb[t, 2]
+            )
+            y3 = (
+                Ab[ta, 0, 3] * h0
+                + Ab[ta, 1, 3] * h1
+                + Ab[ta, 2, 3] * h2
+                + Ab[ta, 3, 3] * h3
+                + Vb[t, 3]
+            )
+            h0, h1, h2, h3 = y0, y1, y2, y3
+            Ob[t, 0] = h0
+            Ob[t, 1] = h1
+            Ob[t, 2] = h2
+            Ob[t, 3] = h3
 
 
 @numba.njit(**_JIT)
@@ -248,33 +454,33 @@ def _dense_end(Ab, Vb, ts, n, dt, ao, trans, e, phi):  # pragma: no cover - jitt
     for i in range(D):
         eb[0, i] = Vb[t, i]
         for j in range(D):
-            pb[0, i, j] = Ab[ta, j, i] if trans else Ab[ta, i, j]
+            pb[0, i, j] = Ab[ta, i, j] if trans is None else Ab[ta, j, i]
     small = D < _SMALL_DENSE
     cur = 0
     for _ in range(1, n):
         t += dt
         ta = t + ao
         nxt = 1 - cur
-        if trans:
-            _dense_matvec_t(Ab, ta, eb, cur, Vb, t, eb, nxt)
-        else:
+        if trans is None:
             _dense_matvec(Ab, ta, eb, cur, Vb, t, eb, nxt)
+        else:
+            _dense_matvec_t(Ab, ta, eb, cur, Vb, t, eb, nxt)
         if small:
             for i in range(D):
                 for j in range(D):
-                    a = Ab[ta, 0, i] if trans else Ab[ta, i, 0]
+                    a = Ab[ta, i, 0] if trans is None else Ab[ta, 0, i]
                     s = a * pb[cur, 0, j]
                     for k in range(1, D):
-                        a = Ab[ta, k, i] if trans else Ab[ta, i, k]
+                        a = Ab[ta, i, k] if trans is None else Ab[ta, k, i]
                         s += a * pb[cur, k, j]
                     pb[nxt, i, j] = s
         else:
             for i in range(D):
-                a = Ab[ta, 0, i] if trans else Ab[ta, i, 0]
+                a = Ab[ta, i, 0] if trans is None else Ab[ta, 0, i]
                 for j in range(D):
                     pb[nxt, i, j] = a * pb[cur, 0, j]
                 for k in range(1, D):
-                    a = Ab[ta, k, i] if trans else Ab[ta, i, k]
+                    a = Ab[ta, i, k] if trans is None else Ab[ta, k, i]
                     for j in range(D):
                         pb[nxt, i, j] += a * pb[cur, k, j]
         cur = nxt
@@ -293,7 +499,8 @@ def _solve_chunk(Ab, Vb, Ob, X, xr, ts, n, dt, ao, trans, zero_carry):  # pragma
     ``t = ts + j*dt`` of ``Vb``/``Ob`` and ``t + ao`` of ``Ab``.  With
     ``zero_carry`` the carry-in is zero and the first step is just ``Vb[t]``
     (``Ab`` is not read there: the reverse scan's first step would read
-    ``A_T``).
+    ``A_T``).  ``trans``: ``None`` (``op(A) = A``) or ``True``
+    (``op(A) = A^T``), dense only.
     """
     if Ab.ndim == 2:
         _diag_solve(Ab, Vb, Ob, X, xr, ts, n, dt, ao, zero_carry)
@@ -331,23 +538,27 @@ def _combine(PHI, c, X, E, Y):  # pragma: no cover - jitted
 
 
 @numba.njit(**_PJIT)
-def _blocked_kernel(A, V, h0, out, cs, reverse, E, PHI, CARRY):  # pragma: no cover
-    """Three-phase blocked scan; ``reverse`` selects the transposed backward scan.
+def _blocked_kernel(A, V, h0, out, cs, trans, E, PHI, CARRY):  # pragma: no cover
+    """Three-phase blocked scan: forward if ``trans is None``, else the reverse scan.
 
     ``E``/``CARRY``: ``(B, C, D)``; ``PHI``: ``(B, C) + A.shape[2:]``.
-    ``h0`` is ignored (zero carry-in) when ``reverse``.
+    ``h0`` is ignored (zero carry-in) for the reverse scan.
     """
     B = V.shape[0]
     T = V.shape[1]
     C = (T + cs - 1) // cs
-    if reverse:
-        dt = -1
-        ao = 1
-        first = T - 1
-    else:
+    if trans is None:
         dt = 1
         ao = 0
         first = 0
+    else:
+        dt = -1
+        ao = 1
+        first = T - 1
+    # Runtime bools (not literals), so that phases 1 and 3 share one
+    # specialisation of the solve helpers (each costs compile time).
+    zero_carry = trans is not None
+    nonzero = cs < 0  # False
 
     # Phase 1: chunk 0 exactly, chunks 1..C-2 end state + transfer map.
     n1 = max(C - 1, 1)
@@ -358,13 +569,13 @@ def _blocked_kernel(A, V, h0, out, cs, reverse, E, PHI, CARRY):  # pragma: no co
         n = min(cs, T - c * cs)
         if c == 0:
             if A.ndim == 3:
-                _diag_solve(A[bi], V[bi], out[bi], h0, bi, ts, n, dt, ao, reverse)
+                _diag_solve(A[bi], V[bi], out[bi], h0, bi, ts, n, dt, ao, zero_carry)
             else:
-                _dense_solve(A[bi], V[bi], out[bi], h0, bi, ts, n, dt, ao, reverse, reverse)
+                _dense_solve(A[bi], V[bi], out[bi], h0, bi, ts, n, dt, ao, trans, zero_carry)
         elif A.ndim == 3:
             _diag_end(A[bi], V[bi], ts, n, dt, ao, E[bi, c], PHI[bi, c])
         else:
-            _dense_end(A[bi], V[bi], ts, n, dt, ao, reverse, E[bi, c], PHI[bi, c])
+            _dense_end(A[bi], V[bi], ts, n, dt, ao, trans, E[bi, c], PHI[bi, c])
     if C < 2:
         return
 
@@ -384,19 +595,18 @@ def _blocked_kernel(A, V, h0, out, cs, reverse, E, PHI, CARRY):  # pragma: no co
         ts = first + c * cs * dt
         n = min(cs, T - c * cs)
         if A.ndim == 3:
-            _diag_solve(A[bi], V[bi], out[bi], CARRY[bi], c, ts, n, dt, ao, False)
+            _diag_solve(A[bi], V[bi], out[bi], CARRY[bi], c, ts, n, dt, ao, nonzero)
         else:
-            _dense_solve(A[bi], V[bi], out[bi], CARRY[bi], c, ts, n, dt, ao, reverse, False)
+            _dense_solve(A[bi], V[bi], out[bi], CARRY[bi], c, ts, n, dt, ao, trans, nonzero)
 
 
-# ``reverse`` doubles as the dense ``trans`` flag of the inner loops, which
-# must be a compile-time constant.  These entry points pass it as a literal,
-# so Numba specialises ``_blocked_kernel`` and the helpers on it.  (Not
+# One entry point per direction: ``trans`` (``None`` forward, ``True``
+# reverse) is a compile-time constant inside (see the notes above).  Not
 # ``numba.literally``: that sends every call from Python through the slow
-# compile-and-retry dispatch path, ~50 ms per call.)
+# compile-and-retry dispatch path (~50 ms per call).
 @numba.njit(**_JIT)
 def _blocked_forward(A, V, h0, out, cs, E, PHI, CARRY):  # pragma: no cover - jitted
-    _blocked_kernel(A, V, h0, out, cs, False, E, PHI, CARRY)
+    _blocked_kernel(A, V, h0, out, cs, None, E, PHI, CARRY)
 
 
 @numba.njit(**_JIT)
@@ -405,15 +615,20 @@ def _blocked_reverse(A, V, h0, out, cs, E, PHI, CARRY):  # pragma: no cover - ji
 
 
 @numba.njit(**_JIT)
-def _sequential_kernel(A, V, h0, out, reverse):  # pragma: no cover - jitted
-    B = V.shape[0]
+def _sequential_forward(A, V, h0, out):  # pragma: no cover - jitted
+    for bi in range(V.shape[0]):
+        _solve_chunk(A[bi], V[bi], out[bi], h0, bi, 0, V.shape[1], 1, 0, None, False)
+
+
+@numba.njit(**_JIT)
+def _sequential_reverse(A, V, h0, out):  # pragma: no cover - jitted
     T = V.shape[1]
-    if reverse:
-        for bi in range(B):
-            _solve_chunk(A[bi], V[bi], out[bi], h0, bi, T - 1, T, -1, 1, True, True)
-    else:
-        for bi in range(B):
-            _solve_chunk(A[bi], V[bi], out[bi], h0, bi, 0, T, 1, 0, False, False)
+    for bi in range(V.shape[0]):
+        _solve_chunk(A[bi], V[bi], out[bi], h0, bi, T - 1, T, -1, 1, True, True)
+
+
+def _sequential_kernel(A, V, h0, out, reverse):
+    (_sequential_reverse if reverse else _sequential_forward)(A, V, h0, out)
 
 
 # --------------------------------------------------------------------------
@@ -421,35 +636,80 @@ def _sequential_kernel(A, V, h0, out, reverse):  # pragma: no cover - jitted
 # --------------------------------------------------------------------------
 
 
+# Cost of one phase-1 step (end state + transfer map, nothing written)
+# relative to one solve step (measured single-threaded, float64, 2-core AMD
+# EPYC): diagonal ~1 (both stream A and b once); dense ~4.5-5 for D <= 8,
+# 5-6 for D = 12..16, ~10 for D = 32..64 (the map product is O(D^3) per step,
+# the mat-vec O(D^2)).
+def _phase1_cost(D, dense):
+    if not dense:
+        return 1.0
+    return 5.0 if D <= 16 else 10.0
+
+
+# Below this much work (B*T*D diagonal, B*T*D^2 dense) the three parallel
+# launches (~10 us) cost more than they save: the measured crossover was
+# T*D ~ 5e3 (D = 1) to ~2e4 (D = 64); 2e4 errs on the side of not waking
+# threads for a ~20 us problem.
+_MIN_PARALLEL_WORK = 20_000
+
+
 def default_chunk_size(T, B, n_threads=None, *, D=1, dense=False):
     """Chunk length used by :func:`scan_blocked` when ``chunk_size`` is None.
 
-    ``n_threads`` defaults to ``numba.get_num_threads()``.  ``D``/``dense``
-    (optional, keyword-only) describe the state so that tiny problems and
-    expensive dense transfer maps can fall back to one chunk (sequential per
-    batch element).  Returning ``T`` means one chunk per batch element.
+    ``n_threads`` defaults to ``numba.get_num_threads()``.  ``D`` and
+    ``dense`` (optional, keyword-only; :func:`scan_blocked` passes them)
+    describe the state; the defaults describe a scalar diagonal recurrence.
+    Returning ``T`` means one chunk per batch element (no time split).
 
-    Heuristic (measured on a 2-core AMD EPYC, float64, B=1; see
-    ``benchmarks/scan.py``):
+    * ``n_threads == 1`` or ``B >= 2 * n_threads``: ``T`` (the batch alone
+      keeps the threads busy; splitting time only adds work).
+    * Tiny problems (``B*T*D`` resp. ``B*T*D^2`` below 2e4): ``T``.
+    * Otherwise a cost model picks the number of chunks ``C``: with Numba's
+      static ``prange`` schedule each phase costs ``ceil(tasks / n_threads)``
+      chunk lengths, phase 1 at ``r`` times the per-step cost of phase 3
+      (``r ~ 1`` diagonal, ~5-10 dense), so
+      ``cost(C) = ceil(B (C-1) / n) * ceil(T / C) * (1 + r)`` against
+      ``ceil(B / n) * T`` for ``C = 1``; the blocked scan must win by 10 %
+      (it streams the inputs twice).  For ``B = 1`` this gives
+      ``C = n_threads + 1``: both parallel phases then have exactly
+      ``n_threads`` equal tasks and the share of steps read twice,
+      ``(C - 2) / C``, is smallest.  Dense maps need ``n_threads > r``, so on
+      2 threads dense scans run unsplit.
 
-    * ``n_threads == 1``, ``B >= 2 * n_threads`` or ``B`` a multiple of
-      ``n_threads``: the batch alone keeps every thread busy; splitting time
-      only adds the second pass over the inputs -> ``T``.
-    * otherwise ``C = n_threads + 1`` chunks: phases 1 and 3 then both have
-      exactly ``B * n_threads`` equal tasks (Numba's static ``prange``
-      schedule gives each thread the same number), and the fraction of steps
-      that are read twice, ``(C - 2) / C``, is as small as it can be.
-      TODO(measured numbers are in the module body below).
+    Measured on the 2-core dev machine (diagonal, float64, median ms for
+    C = 1 (unsplit) / 3 / 5 / 9 / 17 chunks)::
+
+        B=1 T=1e5 D=1 :  0.163 /  0.112 /  0.133 /  0.149 /  0.156
+        B=1 T=1e6 D=1 :  1.665 /  1.096 /  1.294 /  1.445 /  1.550
+        B=1 T=1e6 D=4 :  4.354 /  3.070 /  6.784 /  3.985 /  4.446
+        B=1 T=1e6 D=16: 17.131 / 14.690 / 15.579 / 16.272 / 21.794
+        B=1 T=1e6 D=64: 74.755 / 56.310 / 56.496 / 60.869 / 62.373
+        B=3 T=1e6 D=1 :  3.368 /  3.295 /  3.975 /  4.523 /  4.719
+        B=3 T=1e6 D=16: 36.361 / 39.258 / 35.320 / 42.683 / 38.576
+
+    ``C = n_threads + 1 = 3`` was fastest for ``B = 1`` everywhere (more
+    chunks only add re-read traffic; the large-D cases are bound by memory
+    bandwidth, which a second core raises only ~1.5x here), and for ``B = 3``
+    splitting time gains nothing over one chunk per batch element, as the
+    model predicts.
     """
-    if n_threads is None:
-        n_threads = numba.get_num_threads()
+    n = numba.get_num_threads() if n_threads is None else int(n_threads)
     T = int(T)
     B = int(B)
-    n_threads = int(n_threads)
-    if T <= 1 or n_threads <= 1 or B >= 2 * n_threads or (B > 0 and B % n_threads == 0):
+    D = int(D)
+    if T <= 2 or n <= 1 or B >= 2 * n:
         return max(T, 1)
-    C = n_threads + 1
-    return max(1, -(-T // C))
+    if B * T * (D * D if dense else D) < _MIN_PARALLEL_WORK:
+        return T
+    r = _phase1_cost(D, dense)
+    best_C = 1
+    best = 0.9 * (-(-B // n)) * T
+    for C in range(2, min(T, 4 * n + 1) + 1):
+        cost = (-(-(B * (C - 1)) // n)) * (-(-T // C)) * (1.0 + r)
+        if cost < best:
+            best_C, best = C, cost
+    return T if best_C == 1 else -(-T // best_C)
 
 
 def _chunks(T, chunk_size):
@@ -474,14 +734,13 @@ def _run_blocked(A, V, h0, chunk_size, reverse):
         chunk_size = default_chunk_size(T, B, D=D, dense=dense)
     cs = max(1, min(int(chunk_size), T))
     C = _chunks(T, cs)
-    if C >= 2:
-        E = np.empty((B, C, D), dtype=V.dtype)
-        PHI = np.empty((B, C, *A.shape[2:]), dtype=V.dtype)
-        CARRY = np.empty((B, C, D), dtype=V.dtype)
-    else:
-        E = np.empty((B, 1, D), dtype=V.dtype)
-        PHI = np.empty((B, 1, *A.shape[2:]), dtype=V.dtype)
-        CARRY = E
+    if C == 1 and B == 1:
+        # A single task: skip the parallel launch (same code, same result).
+        _sequential_kernel(A, V, h0, out, reverse)
+        return out
+    E = np.empty((B, C, D), dtype=V.dtype)
+    PHI = np.empty((B, C, *A.shape[2:]), dtype=V.dtype)
+    CARRY = E if C == 1 else np.empty((B, C, D), dtype=V.dtype)
     kernel = _blocked_reverse if reverse else _blocked_forward
     kernel(A, V, h0, out, cs, E, PHI, CARRY)
     return out

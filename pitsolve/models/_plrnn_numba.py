@@ -17,6 +17,12 @@ is ``(M, L)`` (row dot products with 8 independent partial sums), ``WT`` is ``(M
 No ``fastmath`` at all, so NaN/Inf propagate exactly as in the NumPy ``f``. Inputs are
 ``h0 (B, M)`` and ``out (B, T, M)``, C-contiguous, one dtype (float32 or float64); the caller
 validates, these functions do not. The loop is serial over the batch, like a hand-written one.
+
+Teacher forcing (MATH.md §6): the sequential and BPTT loops also take forcing arrays ``zhat``
+and ``fa`` ``(B, T, M)`` and then step the forced recurrence
+:math:`\tilde z_t = (1 - a_t) \odot F(\tilde z_{t-1}) + a_t \odot \hat z_t`. ``None``
+means no forcing: Numba prunes the forced branches at compile time, so the unforced loops
+compile exactly as without them.
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ _LANES = 8  # partial sums per dot product; the pairwise tree below assumes 8
 
 
 @numba.njit(**_JIT)
-def shplrnn_sequential(a, W1, W2T, h1, h2, clipped, h0, out):  # pragma: no cover - jitted
-    """Step the (clipped) shPLRNN ``T = out.shape[1]`` times from each ``h0[b]`` into ``out``."""
+def shplrnn_sequential(a, W1, W2T, h1, h2, clipped, h0, zhat, fa, out):  # pragma: no cover
+    """Step the (clipped) shPLRNN ``T = out.shape[1]`` times from each ``h0[b]`` into ``out``;
+    forced by ``zhat``, ``fa`` ``(B, T, M)`` unless they are None."""
     B, T, M = out.shape
     L = h2.shape[0]
     L8 = (L // _LANES) * _LANES
     zero = out.dtype.type(0)
+    one = out.dtype.type(1)
     pre = np.empty(L, dtype=out.dtype)
     part = np.empty(_LANES, dtype=out.dtype)
     z = np.empty(M, dtype=out.dtype)
@@ -76,16 +84,22 @@ def shplrnn_sequential(a, W1, W2T, h1, h2, clipped, h0, out):  # pragma: no cove
                     (part[4] + part[5]) + (part[6] + part[7])
                 )
                 zn[i] = a[i] * z[i] + (s + tail) + h1[i]
+            if zhat is not None:  # z̃ = (1 - a) F + a ẑ
+                for i in range(M):
+                    ai = fa[b, t, i]
+                    zn[i] = (one - ai) * zn[i] + ai * zhat[b, t, i]
             for i in range(M):
                 z[i] = zn[i]
                 out[b, t, i] = zn[i]
 
 
 @numba.njit(**_JIT)
-def alrnn_sequential(a, WT, h, P, h0, out):  # pragma: no cover - jitted
-    """Step the ALRNN ``T = out.shape[1]`` times from each ``h0[b]`` into ``out``."""
+def alrnn_sequential(a, WT, h, P, h0, zhat, fa, out):  # pragma: no cover - jitted
+    """Step the ALRNN ``T = out.shape[1]`` times from each ``h0[b]`` into ``out``; forced by
+    ``zhat``, ``fa`` ``(B, T, M)`` unless they are None."""
     B, T, M = out.shape
     zero = out.dtype.type(0)
+    one = out.dtype.type(1)
     lin = M - P
     acc = np.empty(M, dtype=out.dtype)
     z = np.empty(M, dtype=out.dtype)
@@ -101,10 +115,17 @@ def alrnn_sequential(a, WT, h, P, h0, out):  # pragma: no cover - jitted
                     continue  # relu unit off: contributes exactly zero (NaN passes)
                 for i in range(M):
                     acc[i] += WT[k, i] * zk
-            for i in range(M):
-                zi = a[i] * z[i] + acc[i] + h[i]
-                z[i] = zi
-                out[b, t, i] = zi
+            if zhat is not None:  # z̃ = (1 - a) F + a ẑ
+                for i in range(M):
+                    ai = fa[b, t, i]
+                    zi = (one - ai) * (a[i] * z[i] + acc[i] + h[i]) + ai * zhat[b, t, i]
+                    z[i] = zi
+                    out[b, t, i] = zi
+            else:
+                for i in range(M):
+                    zi = a[i] * z[i] + acc[i] + h[i]
+                    z[i] = zi
+                    out[b, t, i] = zi
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,7 +187,8 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, F, J, Dg, PHI, MASK, ON, 
     """Per row ``n`` of ``H``: ``F = f``, ``J`` (dense, flattened ``(N, M*M)``), ``Dg = diag J``,
     and the hidden quantities ``PHI``, ``MASK`` (``φ'``), ``ON`` (``1[W2 z + h2 > 0]``).
 
-    An output with zero rows is not computed. ``P`` is ``(L, M*M)`` and ``C`` ``(L, M)``.
+    An output with zero rows is not computed. ``P`` is ``(M*M, L)`` (the transpose of the
+    model's ``P``) and ``C`` ``(L, M)``.
     """  # pragma: no cover - jitted
     N, M = H.shape
     L = h2.shape[0]
@@ -184,14 +206,11 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, F, J, Dg, PHI, MASK, ON, 
                 for i in range(M):
                     F[n, i] = a[i] * z[i] + _dot8(W1[i], phi) + h1[i]
             if want_j:
+                # J[i, k] = a_i δ_ik + Σ_j m_j W1[i, j] W2[j, k]: one branch-free, vectorised
+                # dot product over the hidden units per entry (P is stored transposed)
                 Jn = J[n]
-                Jn[:] = 0
-                for j in range(L):
-                    mj = m[j]
-                    if mj != 0:
-                        Pj = P[j]
-                        for q in range(M * M):
-                            Jn[q] += mj * Pj[q]
+                for q in range(M * M):
+                    Jn[q] = _dot8(P[q], m)
                 for i in range(M):
                     Jn[i * (M + 1)] += a[i]
             if want_d:
@@ -297,13 +316,36 @@ def shplrnn_vjp_params(W1, W2T, h2, clipped, H, U, chunk, GA, GW1, GW2T, GH1, GH
                     g2[j] += zk * s[j]
 
 
+@numba.njit(inline="always", **_JIT)
+def _dot_lanes(w, x, part):  # pragma: no cover - jitted
+    """``sum_j w[j] x[j]`` exactly as :func:`_dot8` sums it (8 partial sums, the same pairwise
+    tree), accumulated in the scratch array ``part (8,)``: inlined into the BPTT loops, where
+    this form runs about twice as fast as the call."""
+    n = x.shape[0]
+    n8 = n - n % _LANES
+    zero = x.dtype.type(0)
+    for q in range(_LANES):
+        part[q] = zero
+    for j0 in range(0, n8, _LANES):
+        for q in range(_LANES):
+            part[q] += w[j0 + q] * x[j0 + q]
+    tail = zero
+    for j in range(n8, n):
+        tail += w[j] * x[j]
+    s = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]))
+    return s + tail
+
+
 # --------------------------------------------------------------------------------------------
 # Backpropagation through time: one backward loop over t per batch element
 # --------------------------------------------------------------------------------------------
 
 
 @numba.njit(**_JIT)
-def shplrnn_bptt(a, W1, W2T, h2, clipped, h0, states, g, ga, gw1, gw2t, gh1, gh2, h0_bar):
+def shplrnn_bptt(
+    a, W1, W2T, h1, h2, clipped, h0, states, g, zhat, fa,
+    ga, gw1, gw2t, gh1, gh2, h0_bar, zhat_bar, a_bar,
+):  # fmt: skip
     r"""BPTT of the (clipped) shPLRNN for the trajectories ``states (B, T, M)`` from ``h0``.
 
     Backwards over t, per batch element: recompute :math:`p = W_2 z + h_2`, :math:`\phi`, the
@@ -313,6 +355,10 @@ def shplrnn_bptt(a, W1, W2T, h2, clipped, h0, states, g, ga, gw1, gw2t, gh1, gh2
     transposed); then :math:`J_t^\top \lambda_t = a \odot \lambda_t + W_2^\top (m \odot s)`.
     The gradient arrays are accumulated into (the caller zeroes them); ``h0_bar (B, M)`` gets
     :math:`J_1^\top \lambda_1`.
+
+    Forced (``zhat``, ``fa`` given, ``states`` the forced trajectory): first
+    ``zhat_bar[b, t] = a_t λ``, ``a_bar[b, t] = (ẑ_t − F(z)) λ`` (F recomputed as in the
+    forward step), then λ ← (1 − a_t) λ enters everything above.
     """  # pragma: no cover - jitted
     B, T, M = states.shape
     L = h2.shape[0]
@@ -325,6 +371,7 @@ def shplrnn_bptt(a, W1, W2T, h2, clipped, h0, states, g, ga, gw1, gw2t, gh1, gh2
     s = np.empty(L, dtype=dt)
     lam = np.empty(M, dtype=dt)
     carry = np.empty(M, dtype=dt)
+    part = np.empty(_LANES, dtype=dt)
     for b in range(B):
         for i in range(M):
             carry[i] = zero
@@ -352,6 +399,14 @@ def shplrnn_bptt(a, W1, W2T, h2, clipped, h0, states, g, ga, gw1, gw2t, gh1, gh2
                     m[j] = o
                 on[j] = o
                 phi[j] = r
+            if zhat is not None:  # cotangents of ẑ_t and a_t; then λ ← (1 - a_t) λ
+                zt, ft, zb, ab = zhat[b, t], fa[b, t], zhat_bar[b, t], a_bar[b, t]
+                for i in range(M):
+                    li = lam[i]
+                    ai = ft[i]
+                    zb[i] = ai * li
+                    ab[i] = (zt[i] - (a[i] * z[i] + _dot_lanes(W1[i], phi, part) + h1[i])) * li
+                    lam[i] = (one - ai) * li
             # s = W1ᵀ λ and the cotangents of a, h1, W1 in one pass over W1
             for j in range(L):
                 s[j] = zero
@@ -379,13 +434,18 @@ def shplrnn_bptt(a, W1, W2T, h2, clipped, h0, states, g, ga, gw1, gw2t, gh1, gh2
 
 
 @numba.njit(**_JIT)
-def alrnn_bptt(a, W, P, h0, states, g, ga, gw, gh, h0_bar):  # pragma: no cover - jitted
+def alrnn_bptt(
+    a, W, h, P, h0, states, g, zhat, fa, ga, gw, gh, h0_bar, zhat_bar, a_bar
+):  # pragma: no cover - jitted
     r"""BPTT of the ALRNN for the trajectories ``states (B, T, M)`` from ``h0 (B, M)``.
 
     Backwards over t: :math:`\lambda_t = g_t + J_{t+1}^\top \lambda_{t+1}`, then
     ``ga += λ z``, ``gh += λ``, ``gw += λ Φ(z)ᵀ`` and
     :math:`J_t^\top \lambda_t = a \odot \lambda_t + \Phi'(z) \odot W^\top \lambda_t` in one
     pass over the rows of ``W (M, M)``. Gradients accumulate into the given arrays.
+
+    Forced (``zhat``, ``fa`` given): first ``zhat_bar[b, t] = a_t λ``,
+    ``a_bar[b, t] = (ẑ_t − F(z)) λ``, then λ ← (1 − a_t) λ enters everything above.
     """
     B, T, M = states.shape
     dt = states.dtype
@@ -396,6 +456,7 @@ def alrnn_bptt(a, W, P, h0, states, g, ga, gw, gh, h0_bar):  # pragma: no cover 
     acc = np.empty(M, dtype=dt)
     lam = np.empty(M, dtype=dt)
     carry = np.empty(M, dtype=dt)
+    part = np.empty(_LANES, dtype=dt)
     for b in range(B):
         for i in range(M):
             carry[i] = zero
@@ -410,6 +471,14 @@ def alrnn_bptt(a, W, P, h0, states, g, ga, gw, gh, h0_bar):  # pragma: no cover 
             for k in range(lin, M):
                 zk = z[k]
                 phi[k] = zero if zk <= zero else zk  # NaN passes, as in maximum
+            if zhat is not None:  # cotangents of ẑ_t and a_t; then λ ← (1 - a_t) λ
+                zt, ft, zb, ab = zhat[b, t], fa[b, t], zhat_bar[b, t], a_bar[b, t]
+                for i in range(M):
+                    li = lam[i]
+                    ai = ft[i]
+                    zb[i] = ai * li
+                    ab[i] = (zt[i] - (a[i] * z[i] + _dot_lanes(W[i], phi, part) + h[i])) * li
+                    lam[i] = (one - ai) * li
             for i in range(M):
                 li = lam[i]
                 ga[i] += li * z[i]

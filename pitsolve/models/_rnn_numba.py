@@ -6,6 +6,11 @@ matrix product before the loop (BLAS), so the loop holds only the state-dependen
 -vector products are written column by column (:math:`a \mathrel{+}= W_{:,k} h_k` over a
 transposed, C-contiguous weight), whose inner loop vectorises without reassociating sums, so no
 ``fastmath`` flag is needed and NaN/Inf propagate as in the plain loop.
+
+The Elman and GRU loops also step the teacher-forced recurrence (MATH.md §6)
+:math:`\tilde h_t = (1 - a_t) \odot f(\tilde h_{t-1}, x_t) + a_t \odot \hat z_t` when given
+forcing arrays ``zhat``, ``fa`` ``(B, T, D)``; ``None`` means no forcing (Numba prunes the
+forced branches at compile time, so the unforced loops compile exactly as without them).
 """
 
 from __future__ import annotations
@@ -100,26 +105,39 @@ def _tanh(a):  # pragma: no cover - jitted
 
 
 @numba.njit(**_JIT)
-def elman_loop(WT, h0, out):  # pragma: no cover - jitted
+def elman_loop(WT, h0, zhat, fa, out):  # pragma: no cover - jitted
     r""":math:`h_t = \tanh(W h_{t-1} + d_t)` in place: ``out`` holds the drive :math:`d_t` on
-    entry and the states on exit. ``WT`` is :math:`W^\top` (C-contiguous), ``h0`` ``(B, D)``."""
+    entry and the states on exit. ``WT`` is :math:`W^\top` (C-contiguous), ``h0`` ``(B, D)``;
+    forced by ``zhat``, ``fa`` ``(B, T, D)`` unless they are None."""
     B, T, D = out.shape
-    h = np.empty(D, dtype=out.dtype)
+    dt = out.dtype
+    one = dt.type(1)
+    h = np.empty(D, dtype=dt)
     for b in range(B):
         h[:] = h0[b]
         for t in range(T):
             a = out[b, t]
             _matvec_acc(WT, h, a)
-            for i in range(D):
-                h[i] = _tanh(a[i])
-                a[i] = h[i]
+            if zhat is not None:
+                zt, ft = zhat[b, t], fa[b, t]
+                for i in range(D):
+                    ai = ft[i]
+                    h[i] = (one - ai) * dt.type(_tanh(a[i])) + ai * zt[i]
+                    a[i] = h[i]
+            else:
+                for i in range(D):
+                    h[i] = _tanh(a[i])
+                    a[i] = h[i]
 
 
 @numba.njit(**_JIT)
-def gru_loop(WzrT, WnT, h0, pre, out):  # pragma: no cover - jitted
+def gru_loop(WzrT, WnT, h0, pre, zhat, fa, out):  # pragma: no cover - jitted
     r"""GRU steps; ``pre`` ``(B or 1, T or 1, 3D)`` holds :math:`U_\ast x_t + b_\ast` for the
-    gates z, r, n; ``WzrT`` is :math:`[W_z; W_r]^\top` ``(D, 2D)``, ``WnT`` :math:`W_n^\top`."""
+    gates z, r, n; ``WzrT`` is :math:`[W_z; W_r]^\top` ``(D, 2D)``, ``WnT`` :math:`W_n^\top`;
+    forced by ``zhat``, ``fa`` ``(B, T, D)`` unless they are None."""
     B, T, D = out.shape
+    dt = out.dtype
+    one = dt.type(1)
     per_b = pre.shape[0] > 1
     per_t = pre.shape[1] > 1
     h = np.empty(D, dtype=out.dtype)
@@ -139,11 +157,20 @@ def gru_loop(WzrT, WnT, h0, pre, out):  # pragma: no cover - jitted
                 c[i] = p[2 * D + i]
             _matvec_acc(WnT, rh, c)
             o = out[b, t]
-            for i in range(D):
-                z = _sigmoid(a[i])
-                n = _tanh(c[i])
-                h[i] = n + z * (h[i] - n)
-                o[i] = h[i]
+            if zhat is not None:
+                zt, ft = zhat[b, t], fa[b, t]
+                for i in range(D):
+                    z = _sigmoid(a[i])
+                    n = _tanh(c[i])
+                    ai = ft[i]
+                    h[i] = (one - ai) * dt.type(n + z * (h[i] - n)) + ai * zt[i]
+                    o[i] = h[i]
+            else:
+                for i in range(D):
+                    z = _sigmoid(a[i])
+                    n = _tanh(c[i])
+                    h[i] = n + z * (h[i] - n)
+                    o[i] = h[i]
 
 
 @numba.njit(**_JIT)
@@ -246,8 +273,9 @@ def _outer_acc_block(G, U, off, V, n):  # pragma: no cover - jitted
 
 @numba.njit(**_JIT)
 def elman_bptt(
-    WT, W, UT, U, bias, h0, X, states, g, recompute, gw, gu, gb, h0_bar, x_bar
-):  # pragma: no cover - jitted
+    WT, W, UT, U, bias, h0, X, states, g, recompute, zhat, fa,
+    gw, gu, gb, h0_bar, x_bar, zhat_bar, a_bar,
+):  # pragma: no cover - jitted  # fmt: skip
     r"""BPTT of :math:`h_t = \tanh(W h_{t-1} + U x_t + b)`.
 
     With ``recompute`` the step's output :math:`y_t = \tanh(W h_{t-1} + U x_t + b)` is
@@ -257,6 +285,9 @@ def elman_bptt(
     (summed over blocks of steps), ``gb += γ``, ``x_bar[t] = Uᵀ γ`` and
     :math:`J_t^\top \lambda_t = W^\top \gamma_t`. ``X`` is ``(B, T, N_x)`` (``N_x = 0``: no
     inputs), ``U`` ``(D, N_x)``.
+
+    Forced (``zhat``, ``fa`` given; needs ``recompute``): first
+    ``zhat_bar[b, t] = a_t λ``, ``a_bar[b, t] = (ẑ_t − y_t) λ``, then λ ← (1 − a_t) λ.
     """
     B, T, D = states.shape
     N = U.shape[1]
@@ -289,7 +320,13 @@ def elman_bptt(
             gam = Gb[nb]
             for i in range(D):
                 yi = y[i]
-                gi = (one - yi * yi) * (gt[i] + carry[i])
+                li = gt[i] + carry[i]
+                if zhat is not None:  # cotangents of ẑ_t and a_t; then λ ← (1 - a_t) λ
+                    ai = fa[b, t, i]
+                    zhat_bar[b, t, i] = ai * li
+                    a_bar[b, t, i] = (zhat[b, t, i] - yi) * li
+                    li = (one - ai) * li
+                gi = (one - yi * yi) * li
                 gam[i] = gi
                 gb[i] += gi
                 carry[i] = zero
@@ -314,8 +351,9 @@ def elman_bptt(
 
 @numba.njit(**_JIT)
 def gru_bptt(
-    WzrT, WnT, Wzr, Wn, U, h0, pre, X, states, g, gwzr, gwn, gu, gb, h0_bar, x_bar
-):  # pragma: no cover - jitted
+    WzrT, WnT, Wzr, Wn, U, h0, pre, X, states, g, zhat, fa,
+    gwzr, gwn, gu, gb, h0_bar, x_bar, zhat_bar, a_bar,
+):  # pragma: no cover - jitted  # fmt: skip
     r"""BPTT of the GRU (see :class:`pitsolve.models.GRU`).
 
     Per step the gates are recomputed from :math:`h_{t-1}` exactly as in :func:`gru_loop`
@@ -326,6 +364,9 @@ def gru_bptt(
     ``x_bar[t] = Uᵀ G`` and :math:`J_t^\top u = z u + r q + W_{zr}^\top [g_z; g_r]`. ``Wzr``
     is ``(2D, D)``, ``Wn`` ``(D, D)``, ``U`` ``(3D, N_x)`` (the stacked input weights), ``X``
     ``(B, T, N_x)``.
+
+    Forced (``zhat``, ``fa`` given): first ``zhat_bar[b, t] = a_t u``,
+    ``a_bar[b, t] = (ẑ_t − f) u`` with :math:`f = n + z (h - n)`, then u ← (1 − a_t) u.
     """
     B, T, D = states.shape
     N = U.shape[1]
@@ -368,6 +409,11 @@ def gru_bptt(
                 z = dt.type(_sigmoid(a[i]))
                 n = dt.type(_tanh(c[i]))
                 u = gt[i] + carry[i]
+                if zhat is not None:  # cotangents of ẑ_t and a_t; then u ← (1 - a_t) u
+                    ai = fa[b, t, i]
+                    zhat_bar[b, t, i] = ai * u
+                    a_bar[b, t, i] = (zhat[b, t, i] - (n + z * (h[i] - n))) * u
+                    u = (one - ai) * u
                 G[i] = u * (h[i] - n) * z * (one - z)
                 G[2 * D + i] = u * (one - z) * (one - n * n)
                 carry[i] = z * u

@@ -30,7 +30,16 @@ from .._validation import check_positive_int
 from ..backends import array_namespace
 from . import _plrnn_numba
 from .base import Model, Params
-from .rnn import _bptt_arrays, _bptt_result
+from .rnn import (
+    _bptt_arrays,
+    _bptt_forced_arrays,
+    _bptt_forced_result,
+    _bptt_result,
+    _empty_like,
+    _forced_setup,
+    _generic_bptt_forced,
+    _generic_sequential_forced,
+)
 
 __all__ = ["ALRNN", "ClippedShPLRNN", "ShPLRNN"]
 
@@ -236,7 +245,11 @@ class _ShPLRNNBase(Model):
 
         F, J, Dg = buf(f, M), buf(dense_in_kernel, M * M), buf(jac == "diag", M)
         PHI, MASK, ON = buf(hidden, L), buf(masks, L), buf(hidden, L)
-        P = self._P() if dense_in_kernel else np.empty((0, M * M), dtype=dt)
+        P = (
+            self.cached("PT", lambda: np.ascontiguousarray(self._P().T, dtype=dt))
+            if dense_in_kernel
+            else np.empty((0, L), dtype=dt)
+        )
         C = self._C() if jac == "diag" else np.empty((0, M), dtype=dt)
         a, W1, W2T, h1, h2 = self._nb()
         _plrnn_numba.shplrnn_eval(
@@ -395,29 +408,40 @@ class _ShPLRNNBase(Model):
         Computes in the dtype of ``h0`` (the parameters are cast to it) and returns that dtype.
         Non-NumPy arrays fall back to the generic loop of :class:`Model`.
         """
-        M = self.state_dim
-        if not _numpy_float(h0, M) or not isinstance(self.params["a"], np.ndarray):
+        if not _numpy_float(h0, self.state_dim) or not isinstance(self.params["a"], np.ndarray):
             return super().sequential(h0, inputs, T)
+        return self._sequential(h0, int(T), None, None)
+
+    def sequential_forced(self, h0: Any, inputs: Any, zhat: Any, a: Any, T: int) -> Any:
+        r"""The forced trajectory :math:`\tilde z_t = (1 - a_t) \odot f(\tilde z_{t-1})
+        + a_t \odot \hat z_t`, ``(..., T, M)``, stepped by the compiled loop of
+        :meth:`sequential` (the model of :class:`~pitsolve.training.forcing.ForcedModel`).
+
+        ``zhat`` and ``a`` are ``(..., T' ≥ T, M)``; the batch axes of ``h0``, ``zhat`` and
+        ``a`` broadcast. Computes in the dtype of ``h0``; non-NumPy arrays take a Python loop
+        of the forced step. ``inputs`` is ignored.
+        """
+        if (
+            not _numpy_float(h0, self.state_dim)
+            or not isinstance(self.params["a"], np.ndarray)
+            or not isinstance(zhat, np.ndarray)
+            or not isinstance(a, np.ndarray)
+        ):
+            return _generic_sequential_forced(self, h0, inputs, zhat, a, T)
         T = int(T)
-        dtype = h0.dtype
-        a, W1, W2T, h1, h2 = self.cached(
-            f"numba:{dtype}",
-            lambda: tuple(
-                np.ascontiguousarray(v, dtype=dtype)
-                for v in (
-                    self.params["a"],
-                    self.params["W1"],
-                    self.params["W2"].T,
-                    self.params["h1"],
-                    self.params["h2"],
-                )
-            ),
-        )
+        h0, _, Z, A, _ = _forced_setup(self, h0, None, zhat, a, T)
+        return self._sequential(h0, T, Z, A)
+
+    def _sequential(self, h0: np.ndarray, T: int, Z: Any, A: Any) -> np.ndarray:
+        """The compiled loop from ``h0 (..., M)``, forced by ``Z``, ``A`` ``(B, T, M)`` unless
+        they are None."""
+        M = self.state_dim
+        a, W1, W2T, h1, h2 = self._nb_dtype(h0.dtype)
         batch = h0.shape[:-1]
         h0f = np.ascontiguousarray(h0.reshape(-1, M))
-        out = np.empty((h0f.shape[0], T, M), dtype=dtype)
+        out = np.empty((h0f.shape[0], T, M), dtype=h0.dtype)
         if out.size:
-            _plrnn_numba.shplrnn_sequential(a, W1, W2T, h1, h2, self._clipped, h0f, out)
+            _plrnn_numba.shplrnn_sequential(a, W1, W2T, h1, h2, self._clipped, h0f, Z, A, out)
         return out.reshape(*batch, T, M)
 
     def _nb_dtype(self, dtype: Any) -> tuple[np.ndarray, ...]:
@@ -449,17 +473,48 @@ class _ShPLRNNBase(Model):
         if flat is None or not isinstance(self.params["a"], np.ndarray):
             return super().bptt(h0, inputs, states, g)
         H0, _, S, G, lead = flat
+        pb, h0_bar, _, _ = self._bptt(H0, S, G, None, None)
+        return _bptt_result(pb, h0_bar, None, lead, h0, inputs)
+
+    def bptt_forced(
+        self, h0: Any, inputs: Any, zhat: Any, a: Any, states: Any, g: Any
+    ) -> tuple[Params, Any, Any, Any, Any]:
+        r"""BPTT of the forced recurrence (see :meth:`sequential_forced`), compiled.
+
+        With :math:`\lambda_t = g_t + \tilde J_{t+1}^\top \lambda_{t+1}`,
+        :math:`\tilde J = \operatorname{diag}(1 - a) J`: :math:`\bar{\hat z}_t = a_t \odot
+        \lambda_t`, :math:`\bar a_t = (\hat z_t - f(\tilde z_{t-1})) \odot \lambda_t`, and
+        the parameter cotangents and :math:`J_t^\top` act on :math:`(1 - a_t) \odot
+        \lambda_t` (:meth:`bptt`'s loop, one more O(M L) pass per step for f).
+
+        Returns ``(params_bar, h0_bar, inputs_bar, zhat_bar, a_bar)`` in the shapes of the
+        arguments (as :meth:`Model.bptt`), computed in the dtype of ``states``; non-NumPy
+        arrays take the generic method of the forced model.
+        """
+        flat = _bptt_forced_arrays(self, h0, inputs, zhat, a, states, g)
+        if flat is None or not isinstance(self.params["a"], np.ndarray):
+            return _generic_bptt_forced(self, h0, inputs, zhat, a, states, g)
+        H0, _, S, G, Z, A, lead = flat
+        pb, h0_bar, zb, ab = self._bptt(H0, S, G, Z, A)
+        return _bptt_forced_result(pb, h0_bar, None, zb, ab, lead, h0, inputs, zhat, a)
+
+    def _bptt(
+        self, H0: np.ndarray, S: np.ndarray, G: np.ndarray, Z: Any, A: Any
+    ) -> tuple[Params, np.ndarray, Any, Any]:
+        """The compiled BPTT loop on flat arrays: ``(params_bar, h0_bar, zhat_bar, a_bar)``."""
         dt = S.dtype
         M, L = self.state_dim, self.hidden_dim
-        a, W1, W2T, _, h2 = self._nb_dtype(dt)
+        a, W1, W2T, h1, h2 = self._nb_dtype(dt)
         ga, gh1, gh2 = np.zeros(M, dt), np.zeros(M, dt), np.zeros(L, dt)
         gw1, gw2t = np.zeros((M, L), dt), np.zeros((M, L), dt)
         h0_bar = np.zeros_like(H0)
+        zb, ab = _empty_like(Z), _empty_like(A)
         _plrnn_numba.shplrnn_bptt(
-            a, W1, W2T, h2, self._clipped, H0, S, G, ga, gw1, gw2t, gh1, gh2, h0_bar
-        )
+            a, W1, W2T, h1, h2, self._clipped, H0, S, G, Z, A,
+            ga, gw1, gw2t, gh1, gh2, h0_bar, zb, ab,
+        )  # fmt: skip
         pb = Params(a=ga, W1=gw1, W2=np.ascontiguousarray(gw2t.T), h1=gh1, h2=gh2)
-        return _bptt_result(pb, h0_bar, None, lead, h0, inputs)
+        return pb, h0_bar, zb, ab
 
 
 class ShPLRNN(_ShPLRNNBase):
@@ -659,10 +714,27 @@ class ALRNN(Model):
         Computes in the dtype of ``h0`` (the parameters are cast to it) and returns that dtype.
         Non-NumPy arrays fall back to the generic loop of :class:`Model`.
         """
-        M = self.state_dim
-        if not _numpy_float(h0, M) or not isinstance(self.params["a"], np.ndarray):
+        if not _numpy_float(h0, self.state_dim) or not isinstance(self.params["a"], np.ndarray):
             return super().sequential(h0, inputs, T)
+        return self._sequential(h0, int(T), None, None)
+
+    def sequential_forced(self, h0: Any, inputs: Any, zhat: Any, a: Any, T: int) -> Any:
+        r"""The forced trajectory :math:`\tilde z_t = (1 - a_t) \odot f(\tilde z_{t-1})
+        + a_t \odot \hat z_t` ``(..., T, M)`` by the compiled loop (see
+        :meth:`ShPLRNN.sequential_forced <pitsolve.models.ShPLRNN.sequential_forced>`)."""
+        if (
+            not _numpy_float(h0, self.state_dim)
+            or not isinstance(self.params["a"], np.ndarray)
+            or not isinstance(zhat, np.ndarray)
+            or not isinstance(a, np.ndarray)
+        ):
+            return _generic_sequential_forced(self, h0, inputs, zhat, a, T)
         T = int(T)
+        h0, _, Z, A, _ = _forced_setup(self, h0, None, zhat, a, T)
+        return self._sequential(h0, T, Z, A)
+
+    def _sequential(self, h0: np.ndarray, T: int, Z: Any, A: Any) -> np.ndarray:
+        M = self.state_dim
         dtype = h0.dtype
         a, WT, h = self.cached(
             f"numba:{dtype}",
@@ -675,7 +747,7 @@ class ALRNN(Model):
         h0f = np.ascontiguousarray(h0.reshape(-1, M))
         out = np.empty((h0f.shape[0], T, M), dtype=dtype)
         if out.size:
-            _plrnn_numba.alrnn_sequential(a, WT, h, self.relu_units, h0f, out)
+            _plrnn_numba.alrnn_sequential(a, WT, h, self.relu_units, h0f, Z, A, out)
         return out.reshape(*batch, T, M)
 
     def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
@@ -689,13 +761,35 @@ class ALRNN(Model):
         if flat is None or not isinstance(self.params["a"], np.ndarray):
             return super().bptt(h0, inputs, states, g)
         H0, _, S, G, lead = flat
+        pb, h0_bar, _, _ = self._bptt(H0, S, G, None, None)
+        return _bptt_result(pb, h0_bar, None, lead, h0, inputs)
+
+    def bptt_forced(
+        self, h0: Any, inputs: Any, zhat: Any, a: Any, states: Any, g: Any
+    ) -> tuple[Params, Any, Any, Any, Any]:
+        r"""BPTT of the forced recurrence, compiled: ``(params_bar, h0_bar, inputs_bar,
+        zhat_bar, a_bar)`` (see :meth:`ShPLRNN.bptt_forced
+        <pitsolve.models.ShPLRNN.bptt_forced>`)."""
+        flat = _bptt_forced_arrays(self, h0, inputs, zhat, a, states, g)
+        if flat is None or not isinstance(self.params["a"], np.ndarray):
+            return _generic_bptt_forced(self, h0, inputs, zhat, a, states, g)
+        H0, _, S, G, Z, A, lead = flat
+        pb, h0_bar, zb, ab = self._bptt(H0, S, G, Z, A)
+        return _bptt_forced_result(pb, h0_bar, None, zb, ab, lead, h0, inputs, zhat, a)
+
+    def _bptt(
+        self, H0: np.ndarray, S: np.ndarray, G: np.ndarray, Z: Any, A: Any
+    ) -> tuple[Params, np.ndarray, Any, Any]:
         dt = S.dtype
         M = self.state_dim
-        a, W = self.cached(
+        a, W, h = self.cached(
             f"numba-bptt:{dt}",
-            lambda: tuple(np.ascontiguousarray(self.params[k], dtype=dt) for k in ("a", "W")),
+            lambda: tuple(np.ascontiguousarray(self.params[k], dtype=dt) for k in ("a", "W", "h")),
         )
         ga, gw, gh = np.zeros(M, dt), np.zeros((M, M), dt), np.zeros(M, dt)
         h0_bar = np.zeros_like(H0)
-        _plrnn_numba.alrnn_bptt(a, W, self.relu_units, H0, S, G, ga, gw, gh, h0_bar)
-        return _bptt_result(Params(a=ga, W=gw, h=gh), h0_bar, None, lead, h0, inputs)
+        zb, ab = _empty_like(Z), _empty_like(A)
+        _plrnn_numba.alrnn_bptt(
+            a, W, h, self.relu_units, H0, S, G, Z, A, ga, gw, gh, h0_bar, zb, ab
+        )
+        return Params(a=ga, W=gw, h=gh), h0_bar, zb, ab

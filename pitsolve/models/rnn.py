@@ -14,7 +14,7 @@ import numpy as np
 
 from .._validation import check_positive_int
 from ..backends import array_namespace
-from .base import Model, Params
+from .base import Model, Params, step_loop
 
 __all__ = ["GRU", "Elman"]
 
@@ -200,11 +200,154 @@ def _bptt_result(
     h0_bar = _sum_to(h0_bar.reshape(*lead, h0_bar.shape[-1]), h0.shape)
     if inputs is None:
         return params_bar, h0_bar, None
-    T = x_bar.shape[1] if x_bar is not None else 0
-    full = np.zeros((*lead, *inputs.shape[-2:]), dtype=h0_bar.dtype)
-    if x_bar is not None:
-        full[..., :T, :] = x_bar.reshape(*lead, T, inputs.shape[-1])
-    return params_bar, h0_bar, _sum_to(full, inputs.shape)
+    if x_bar is None:
+        return params_bar, h0_bar, np.zeros(inputs.shape, dtype=h0_bar.dtype)
+    x_bar = x_bar.reshape(*lead, x_bar.shape[1], inputs.shape[-1])
+    return params_bar, h0_bar, _cotangent_like(np, x_bar, inputs)
+
+
+def _cotangent_like(xp: Any, bar: Any, like: Any) -> Any:
+    """The cotangent ``bar (*lead, T, n)`` of the first T steps of ``like (..., T' ≥ T, n)``
+    (broadcast to ``lead``), zero-padded to T' steps and summed to the shape of ``like``."""
+    T = bar.shape[-2]
+    if bar.shape[-2:] != like.shape[-2:]:
+        full = xp.zeros((*bar.shape[:-2], *like.shape[-2:]), dtype=bar.dtype)
+        full[..., :T, :] = bar
+        bar = full
+    return _sum_to(bar, like.shape)
+
+
+# -- teacher forcing: the forced recurrence z̃_t = (1 - a_t) ⊙ f(z̃_{t-1}, x_t) + a_t ⊙ ẑ_t ------
+#
+# Built-in models step it in their compiled loops (``sequential_forced``, ``bptt_forced``): the
+# kernels take the forcing arrays ``zhat``, ``a`` flattened to ``(B, T, D)``, or None for the
+# plain recurrence (a separate compiled specialisation, the forced branches pruned). Other
+# arrays (CuPy, ...) take the generic loops of :class:`~pitsolve.training.forcing.ForcedModel`.
+
+
+def _empty_like(x: np.ndarray | None) -> np.ndarray | None:
+    """An uninitialised array like ``x`` (the cotangent buffers of ``zhat``, ``a``), or None."""
+    return None if x is None else np.empty_like(x)
+
+
+def _check_forcing(model: Model, zhat: Any, a: Any, T: int) -> None:
+    D = model.state_dim
+    for name, arr in (("zhat", zhat), ("a", a)):
+        if arr.ndim < 2 or arr.shape[-1] != D or arr.shape[-2] < T:
+            raise ValueError(f"{name} must have shape (..., T≥{T}, {D}), got {arr.shape}")
+
+
+def _forced_setup(
+    model: Model, h0: np.ndarray, inputs: Any, zhat: np.ndarray, a: np.ndarray, T: int
+) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray, tuple]:
+    """The arguments of ``sequential_forced`` on NumPy arrays: ``h0`` and ``inputs`` broadcast
+    to the batch shape ``lead`` common to all four, and ``zhat``, ``a`` (first T steps) as
+    C-contiguous ``(B, T, D)`` arrays in the dtype of ``h0``."""
+    D = model.state_dim
+    if h0.ndim < 1 or h0.shape[-1] != D:
+        raise ValueError(f"h0 must have shape (..., {D}), got {h0.shape}")
+    _check_forcing(model, zhat, a, T)
+    shapes = [h0.shape[:-1], zhat.shape[:-2], a.shape[:-2]]
+    with_x = inputs is not None and inputs.ndim >= 2  # else left to the caller's checks
+    if with_x:
+        shapes.append(inputs.shape[:-2])
+    lead = tuple(np.broadcast_shapes(*shapes))
+    if with_x:
+        inputs = np.broadcast_to(inputs, (*lead, *inputs.shape[-2:]))
+
+    def flat(x: np.ndarray) -> np.ndarray:
+        x = np.broadcast_to(x[..., :T, :].astype(h0.dtype, copy=False), (*lead, T, D))
+        return np.ascontiguousarray(x.reshape(-1, T, D))
+
+    return np.broadcast_to(h0, (*lead, D)), inputs, flat(zhat), flat(a), lead
+
+
+def _bptt_forced_arrays(
+    model: Model, h0: Any, inputs: Any, zhat: Any, a: Any, states: Any, g: Any
+) -> Any:
+    """:func:`_bptt_arrays` with the forcing arrays: ``(H0, X, S, G, Z, A, lead)`` (``Z``, ``A``
+    ``(B, T, D)`` C-contiguous in the dtype of ``states``), or None for the generic method."""
+    if not all(isinstance(x, np.ndarray) for x in (h0, zhat, a)):
+        return None
+    D = model.state_dim
+    if h0.ndim < 1 or h0.shape[-1] != D:
+        raise ValueError(f"h0 must have shape (..., {D}), got {h0.shape}")
+    if states.ndim < 2:
+        raise ValueError(f"states must have shape (..., T, {D}), got {states.shape}")
+    T = states.shape[-2]
+    _check_forcing(model, zhat, a, T)
+    lead = np.broadcast_shapes(h0.shape[:-1], zhat.shape[:-2], a.shape[:-2])
+    flat = _bptt_arrays(model, np.broadcast_to(h0, (*lead, D)), inputs, states, g)
+    if flat is None:
+        return None
+    H0, X, S, G, lead = flat
+
+    def forcing(x: np.ndarray) -> np.ndarray:
+        x = np.broadcast_to(x[..., :T, :].astype(S.dtype, copy=False), (*lead, T, D))
+        return np.ascontiguousarray(x.reshape(-1, T, D))
+
+    return H0, X, S, G, forcing(zhat), forcing(a), lead
+
+
+def _bptt_forced_result(
+    params_bar: Params,
+    h0_bar: np.ndarray,
+    x_bar: Any,
+    zhat_bar: np.ndarray,
+    a_bar: np.ndarray,
+    lead: tuple,
+    h0: Any,
+    inputs: Any,
+    zhat: Any,
+    a: Any,
+) -> tuple[Params, np.ndarray, Any, np.ndarray, np.ndarray]:
+    """:func:`_bptt_result` plus the cotangents of ``zhat`` and ``a`` in their shapes."""
+    pb, hb, xb = _bptt_result(params_bar, h0_bar, x_bar, lead, h0, inputs)
+    T, D = zhat_bar.shape[1:]
+    zb = _cotangent_like(np, zhat_bar.reshape(*lead, T, D), zhat)
+    ab = _cotangent_like(np, a_bar.reshape(*lead, T, D), a)
+    return pb, hb, xb, zb, ab
+
+
+def _forced_inputs(xp: Any, inputs: Any, zhat: Any, a: Any, T: int) -> Any:
+    """``[x_t, ẑ_t, a_t]`` for t < T, broadcast and concatenated: the inputs of the
+    :class:`~pitsolve.training.forcing.ForcedModel` of a model."""
+    parts = [x[..., :T, :] for x in (inputs, zhat, a) if x is not None]
+    lead = np.broadcast_shapes(*[x.shape[:-2] for x in parts])
+    return xp.concatenate([xp.broadcast_to(x, (*lead, *x.shape[-2:])) for x in parts], axis=-1)
+
+
+def _generic_sequential_forced(
+    model: Model, h0: Any, inputs: Any, zhat: Any, a: Any, T: int
+) -> Any:
+    """``sequential_forced`` as a Python loop of the forced step (any array namespace)."""
+    from ..training.forcing import ForcedModel  # training sits above models
+
+    xp = array_namespace(h0, inputs, zhat, a)
+    T = int(T)
+    _check_forcing(model, zhat, a, T)
+    X = _forced_inputs(xp, inputs, zhat, a, T)
+    lead = np.broadcast_shapes(h0.shape[:-1], X.shape[:-2])
+    h0 = xp.broadcast_to(h0, (*lead, h0.shape[-1]))
+    return step_loop(ForcedModel(model), h0, xp.broadcast_to(X, (*lead, *X.shape[-2:])), T)
+
+
+def _generic_bptt_forced(
+    model: Model, h0: Any, inputs: Any, zhat: Any, a: Any, states: Any, g: Any
+) -> tuple[Params, Any, Any, Any, Any]:
+    """``bptt_forced`` by the generic :meth:`Model.bptt` of the forced model (any namespace)."""
+    from ..training.forcing import ForcedModel  # training sits above models
+
+    xp = array_namespace(h0, inputs, zhat, a, states, g)
+    T = states.shape[-2]
+    _check_forcing(model, zhat, a, T)
+    X = _forced_inputs(xp, inputs, zhat, a, T)
+    params_bar, h0_bar, X_bar = Model.bptt(ForcedModel(model), h0, X, states, g)
+    n, D = model.input_dim, model.state_dim
+    inputs_bar = None if inputs is None else _cotangent_like(xp, X_bar[..., :n], inputs)
+    zhat_bar = _cotangent_like(xp, X_bar[..., n : n + D], zhat)
+    a_bar = _cotangent_like(xp, X_bar[..., n + D :], a)
+    return params_bar, h0_bar, inputs_bar, zhat_bar, a_bar
 
 
 # -- Elman -------------------------------------------------------------------------------------
@@ -330,6 +473,24 @@ class Elman(Model):
         xp = array_namespace(h0, inputs)
         if xp is not np:
             return super().sequential(h0, inputs, T)
+        return self._sequential(h0, inputs, T, None, None)
+
+    def sequential_forced(self, h0: Any, inputs: Any, zhat: Any, a: Any, T: int) -> Any:
+        r"""The forced trajectory :math:`\tilde h_t = (1 - a_t) \odot f(\tilde h_{t-1}, x_t)
+        + a_t \odot \hat z_t`, ``(..., T, D)``, by the compiled loop of :meth:`sequential`
+        (the model of :class:`~pitsolve.training.forcing.ForcedModel`).
+
+        ``zhat`` and ``a`` are ``(..., T' ≥ T, D)``; all batch axes broadcast. Computes in the
+        dtype of ``h0``; non-NumPy arrays take a Python loop of the forced step.
+        """
+        if array_namespace(h0, inputs, zhat, a) is not np:
+            return _generic_sequential_forced(self, h0, inputs, zhat, a, T)
+        T = check_positive_int(T, "T")
+        h0, inputs, Z, A, _ = _forced_setup(self, h0, inputs, zhat, a, T)
+        return self._sequential(h0, inputs, T, Z, A)
+
+    def _sequential(self, h0: Any, inputs: Any, T: int, Z: Any, A: Any) -> np.ndarray:
+        """The compiled loop, forced by ``Z``, ``A`` ``(B, T, D)`` unless they are None."""
         from . import _rnn_numba
 
         H0, X, lead = _sequential_setup(self, h0, inputs, T)
@@ -341,7 +502,7 @@ class Elman(Model):
         else:
             np.matmul(X, p["U"].T, out=out)
             out += p["b"]
-        _rnn_numba.elman_loop(WT, H0, out)
+        _rnn_numba.elman_loop(WT, H0, Z, A, out)
         return out.reshape(*lead, T, self.state_dim)
 
     def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
@@ -361,6 +522,34 @@ class Elman(Model):
         if flat is None:
             return super().bptt(h0, inputs, states, g)
         H0, X, S, G, lead = flat
+        pb, h0_bar, x_bar, _, _ = self._bptt(H0, X, S, G, None, None)
+        return _bptt_result(pb, h0_bar, x_bar, lead, h0, inputs)
+
+    def bptt_forced(
+        self, h0: Any, inputs: Any, zhat: Any, a: Any, states: Any, g: Any
+    ) -> tuple[Params, Any, Any, Any, Any]:
+        r"""BPTT of the forced recurrence (see :meth:`sequential_forced`), compiled.
+
+        With :math:`\lambda_t = g_t + \tilde J_{t+1}^\top \lambda_{t+1}`,
+        :math:`\tilde J = \operatorname{diag}(1 - a) J`: :math:`\bar{\hat z}_t = a_t \odot
+        \lambda_t`, :math:`\bar a_t = (\hat z_t - y_t) \odot \lambda_t` (:math:`y_t` the
+        recomputed output) and :meth:`bptt`'s loop on :math:`(1 - a_t) \odot \lambda_t`.
+
+        Returns ``(params_bar, h0_bar, inputs_bar, zhat_bar, a_bar)`` in the shapes of the
+        arguments, computed in the dtype of ``states``; non-NumPy arrays take the generic
+        method of the forced model.
+        """
+        flat = _bptt_forced_arrays(self, h0, inputs, zhat, a, states, g)
+        if flat is None:
+            return _generic_bptt_forced(self, h0, inputs, zhat, a, states, g)
+        H0, X, S, G, Z, A, lead = flat
+        pb, h0_bar, x_bar, zb, ab = self._bptt(H0, X, S, G, Z, A)
+        return _bptt_forced_result(pb, h0_bar, x_bar, zb, ab, lead, h0, inputs, zhat, a)
+
+    def _bptt(
+        self, H0: np.ndarray, X: Any, S: np.ndarray, G: np.ndarray, Z: Any, A: Any
+    ) -> tuple[Params, np.ndarray, np.ndarray, Any, Any]:
+        """The compiled loop on flat arrays: ``(params_bar, h0_bar, x_bar, zhat_bar, a_bar)``."""
         _check_x(self, X)
         from . import _rnn_numba
 
@@ -379,10 +568,13 @@ class Elman(Model):
             dt,
             lambda q: tuple(np.ascontiguousarray(a) for a in (q["W"].T, q["W"], q["U"].T, q["U"])),
         )
+        zb, ab = _empty_like(Z), _empty_like(A)
+        recompute = self._bptt_recompute or Z is not None  # forced states aren't outputs
         _rnn_numba.elman_bptt(
-            WT, W, UT, U, p["b"], H0, Xk, S, G, self._bptt_recompute, gw, gu, gb, h0_bar, x_bar
-        )
-        return _bptt_result(Params(W=gw, U=gu, b=gb), h0_bar, x_bar, lead, h0, inputs)
+            WT, W, UT, U, p["b"], H0, Xk, S, G, recompute, Z, A,
+            gw, gu, gb, h0_bar, x_bar, zb, ab,
+        )  # fmt: skip
+        return Params(W=gw, U=gu, b=gb), h0_bar, x_bar, zb, ab
 
 
 # -- GRU ---------------------------------------------------------------------------------------
@@ -598,6 +790,20 @@ class GRU(Model):
         xp = array_namespace(h0, inputs)
         if xp is not np:
             return super().sequential(h0, inputs, T)
+        return self._sequential(h0, inputs, T, None, None)
+
+    def sequential_forced(self, h0: Any, inputs: Any, zhat: Any, a: Any, T: int) -> Any:
+        r"""The forced trajectory :math:`\tilde h_t = (1 - a_t) \odot f(\tilde h_{t-1}, x_t)
+        + a_t \odot \hat z_t` ``(..., T, D)`` by the compiled loop (see
+        :meth:`Elman.sequential_forced`)."""
+        if array_namespace(h0, inputs, zhat, a) is not np:
+            return _generic_sequential_forced(self, h0, inputs, zhat, a, T)
+        T = check_positive_int(T, "T")
+        h0, inputs, Z, A, _ = _forced_setup(self, h0, inputs, zhat, a, T)
+        return self._sequential(h0, inputs, T, Z, A)
+
+    def _sequential(self, h0: Any, inputs: Any, T: int, Z: Any, A: Any) -> np.ndarray:
+        """The compiled loop, forced by ``Z``, ``A`` ``(B, T, D)`` unless they are None."""
         from . import _rnn_numba
 
         H0, X, lead = _sequential_setup(self, h0, inputs, T)
@@ -615,7 +821,7 @@ class GRU(Model):
 
         WzrT, WnT = _derived(self, "seqT", np, dtype, transposed)
         out = np.empty((H0.shape[0], T, self.state_dim), dtype=dtype)
-        _rnn_numba.gru_loop(WzrT, WnT, H0, np.ascontiguousarray(pre), out)
+        _rnn_numba.gru_loop(WzrT, WnT, H0, np.ascontiguousarray(pre), Z, A, out)
         return out.reshape(*lead, T, self.state_dim)
 
     def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
@@ -632,6 +838,25 @@ class GRU(Model):
         if flat is None:
             return super().bptt(h0, inputs, states, g)
         H0, X, S, G, lead = flat
+        pb, h0_bar, x_bar, _, _ = self._bptt(H0, X, S, G, None, None)
+        return _bptt_result(pb, h0_bar, x_bar, lead, h0, inputs)
+
+    def bptt_forced(
+        self, h0: Any, inputs: Any, zhat: Any, a: Any, states: Any, g: Any
+    ) -> tuple[Params, Any, Any, Any, Any]:
+        r"""BPTT of the forced recurrence, compiled: ``(params_bar, h0_bar, inputs_bar,
+        zhat_bar, a_bar)`` (see :meth:`Elman.bptt_forced`)."""
+        flat = _bptt_forced_arrays(self, h0, inputs, zhat, a, states, g)
+        if flat is None:
+            return _generic_bptt_forced(self, h0, inputs, zhat, a, states, g)
+        H0, X, S, G, Z, A, lead = flat
+        pb, h0_bar, x_bar, zb, ab = self._bptt(H0, X, S, G, Z, A)
+        return _bptt_forced_result(pb, h0_bar, x_bar, zb, ab, lead, h0, inputs, zhat, a)
+
+    def _bptt(
+        self, H0: np.ndarray, X: Any, S: np.ndarray, G: np.ndarray, Z: Any, A: Any
+    ) -> tuple[Params, np.ndarray, np.ndarray, Any, Any]:
+        """The compiled loop on flat arrays: ``(params_bar, h0_bar, x_bar, zhat_bar, a_bar)``."""
         _check_x(self, X)
         from . import _rnn_numba
 
@@ -662,9 +887,10 @@ class GRU(Model):
         h0_bar = np.zeros_like(H0)
         Xk = np.zeros((B, T, 0), dt) if X is None else X
         x_bar = np.zeros(Xk.shape, dt)
+        zb, ab = _empty_like(Z), _empty_like(A)
         _rnn_numba.gru_bptt(
-            WzrT, WnT, Wzr, Wn, U, H0, np.ascontiguousarray(pre), Xk, S, G,
-            gwzr, gwn, gu, gb, h0_bar, x_bar,
+            WzrT, WnT, Wzr, Wn, U, H0, np.ascontiguousarray(pre), Xk, S, G, Z, A,
+            gwzr, gwn, gu, gb, h0_bar, x_bar, zb, ab,
         )  # fmt: skip
         out = {"Wn": gwn}
         for i, gate in enumerate("zrn"):
@@ -672,5 +898,4 @@ class GRU(Model):
                 out[f"W{gate}"] = gwzr[i * D : (i + 1) * D]
             out[f"U{gate}"] = gu[i * D : (i + 1) * D]
             out[f"b{gate}"] = gb[i * D : (i + 1) * D]
-        pb = Params({k: out[k] for k in self._NAMES})
-        return _bptt_result(pb, h0_bar, x_bar, lead, h0, inputs)
+        return Params({k: out[k] for k in self._NAMES}), h0_bar, x_bar, zb, ab

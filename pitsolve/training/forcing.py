@@ -41,6 +41,10 @@ class ForcedModel(Model):
     :math:`\bar\theta = \bar\theta_F((1-a)\odot u)`,
     :math:`\bar{\hat z} = a \odot u`, :math:`\bar a = (\hat z - F) \odot u`.
     Its parameters are the wrapped model's.
+
+    ``sequential`` and ``bptt`` (GTF-BPTT) run the wrapped model's compiled forced loops
+    (``sequential_forced``, ``bptt_forced``, which the built-in shPLRNNs, ALRNN, Elman and GRU
+    provide) on NumPy arrays, and the generic loops of :class:`Model` otherwise.
     """
 
     def __init__(self, model: Model):
@@ -60,6 +64,35 @@ class ForcedModel(Model):
         D = self.state_dim
         xb = x[..., :n] if n else None
         return xb, x[..., n : n + D], x[..., n + D :]
+
+    def _compiled(self, method: str, *arrays: Any) -> Any:
+        """The base model's ``method`` if it has one and ``arrays`` are NumPy, else None."""
+        fn = getattr(self.base, method, None)
+        if fn is None or not all(isinstance(a, np.ndarray) for a in arrays):
+            return None
+        return fn
+
+    def sequential(self, h0: Any, inputs: Any, T: int) -> Any:
+        """The forced trajectory ``(..., T, D)``: the base model's compiled
+        ``sequential_forced`` on NumPy arrays, else the generic step loop."""
+        from ..models.base import step_loop
+
+        fn = self._compiled("sequential_forced", h0, inputs)
+        if fn is None or inputs.ndim < 2:
+            return step_loop(self, h0, inputs, T)
+        xb, zhat, a = self._split(inputs)
+        return fn(h0, xb, zhat, a, T)
+
+    def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
+        """Backpropagation through time of the forced recurrence (see :meth:`Model.bptt`):
+        the base model's compiled ``bptt_forced`` on NumPy arrays, else the generic loop."""
+        fn = self._compiled("bptt_forced", h0, inputs, states, g)
+        if fn is None or inputs.ndim < 2:
+            return super().bptt(h0, inputs, states, g)
+        xb, zhat, a = self._split(inputs)
+        params_bar, h0_bar, xb_bar, zhat_bar, a_bar = fn(h0, xb, zhat, a, states, g)
+        parts = [zhat_bar, a_bar] if xb is None else [xb_bar, zhat_bar, a_bar]
+        return params_bar, h0_bar, np.concatenate(parts, axis=-1)
 
     def f(self, h: Any, x: Any = None) -> Any:
         xb, zhat, a = self._split(x)
@@ -104,7 +137,8 @@ class ForcedModel(Model):
         if self.base.input_dim:
             parts.append(self.base.vjp_inputs(h, xb, (1 - a) * u))
         parts += [a * u, (zhat - self.base.f(h, xb)) * u]
-        return xp.concatenate(xp.broadcast_arrays(*parts), axis=-1)
+        lead = np.broadcast_shapes(*[p.shape[:-1] for p in parts])  # last axes differ
+        return xp.concatenate([xp.broadcast_to(p, (*lead, p.shape[-1])) for p in parts], axis=-1)
 
 
 def forcing_signal(data: Any, latent: int) -> Any:
