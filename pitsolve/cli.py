@@ -120,8 +120,12 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
             raise UsageError(f"--{name} must be a positive integer, got {v}")
 
 
-def _load_data(args: argparse.Namespace) -> tuple[np.ndarray, float | None, float | None, str]:
-    """(series z-scored, dt, true λ_max per time unit or None, description)."""
+def _load_data(args: argparse.Namespace) -> tuple[np.ndarray, int, dict[str, Any], str]:
+    """(z-scored series, held-out length, metadata (dt, λ_max of the truth, scaling), text).
+
+    The last ``2·n_eval`` steps are held out: validation, then test. A generated series has
+    ``--T`` training steps; a file's series keeps 5/6 for training.
+    """
     from .dsr.io import load_series
     from .dsr.systems import system
 
@@ -129,17 +133,19 @@ def _load_data(args: argparse.Namespace) -> tuple[np.ndarray, float | None, floa
         x = load_series(args.data)
         if x.shape[0] < 1000:
             raise UsageError(f"{args.data}: need at least 1000 time steps, got {x.shape[0]}")
-        x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
-        return x, args.dt, None, str(args.data)
+        mean, std = x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0)
+        meta = {"dt": args.dt, "lyapunov_truth": None,
+                "mean": mean.tolist(), "std": std.tolist()}
+        return (x - mean) / std, max(250, len(x) // 12), meta, str(args.data)
     info = system(args.system)
     n_eval = max(1000, args.T // 10)
     x = info.generate(T=args.T + 2 * n_eval, seed=args.seed + 1)
-    return x, info.dt, info.lyapunov_max, f"{args.system} (dt={info.dt})"
+    meta = {"dt": info.dt, "lyapunov_truth": info.lyapunov_max, "system": args.system}
+    return x, n_eval, meta, f"{args.system} (dt={info.dt})"
 
 
-def _split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _split(x: np.ndarray, n_eval: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(x)
-    n_eval = max(500, n // 12)
     return x[: n - 2 * n_eval], x[n - 2 * n_eval : n - n_eval], x[n - n_eval :]
 
 
@@ -239,8 +245,9 @@ def _reconstruct(args: argparse.Namespace) -> int:
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
     t_start = time.perf_counter()
     forcing, solver = _forcing(args.forcing), _solver(args.solver)
-    x, dt, truth_lyap, what = _load_data(args)
-    train, val, test = _split(x)
+    x, n_eval, data_meta, what = _load_data(args)
+    dt, truth_lyap = data_meta["dt"], data_meta["lyapunov_truth"]
+    train, val, test = _split(x, n_eval)
     if args.seq_len > len(train):
         raise UsageError(f"--seq-len {args.seq_len} exceeds the training length {len(train)}")
     latent = args.latent or x.shape[1]
@@ -277,7 +284,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
                       keep_trajectory=True)
         gens[name] = ev.generated
         evals[name] = ev.as_dict()
-    meta = {"dt": dt, "data": what}
+    meta = {**data_meta, "data": what}
     save_model(out / "model_best.npz", result.best_model, meta)
     save_model(out / "model_final.npz", result.model, meta)
     iters = sum(s["solver_iterations"] for s in result.stats)
@@ -315,6 +322,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     model, meta = load_model(args.params)
     x = load_series(args.data)
+    if "mean" in meta:  # the model was trained on z-scored data: scale this series the same way
+        x = (x - np.asarray(meta["mean"])) / np.asarray(meta["std"])
     dt = args.dt if args.dt is not None else meta.get("dt")
     ev = evaluate(model, x, dt=dt, seed=args.seed)
     print(_table({"model": ev.as_dict()}, None))

@@ -155,9 +155,23 @@ class Solution:
     def vjp(self, g: Any) -> Any:
         """Cotangents of a scalar loss L given ``g = dL/dstates``.
 
-        Returns an object whose attributes are the cotangents of the problem's inputs (for a
-        :class:`~pitsolve.LinearRecurrenceProblem`: ``.A``, ``.b``, ``.h0``).
+        Returns an object whose attributes are the cotangents of the problem's inputs:
+        ``.A``, ``.b``, ``.h0`` for a :class:`~pitsolve.LinearRecurrenceProblem`;
+        ``.params`` (a :class:`~pitsolve.models.Params`), ``.h0`` and ``.inputs`` for a
+        :class:`~pitsolve.RecurrenceProblem`.
+
+        Raises
+        ------
+        ValueError
+            if the solve did not succeed: the adjoint is the gradient only at the solution
+            (an unconverged or non-finite trajectory would give a silently wrong gradient).
         """
+        if self.retcode is not ReturnCode.Success:
+            raise ValueError(
+                f"sol.vjp needs a successful solution, this one ended with {self.retcode.name}: "
+                "the adjoint is the gradient only at the converged trajectory; re-solve (e.g. "
+                "with fallback='sequential') first"
+            )
         rule = _VJP_RULES.get(type(self.problem))
         if rule is None:
             raise NotImplementedError(

@@ -210,3 +210,11 @@ def test_converged_flags_are_per_batch_element():
     assert sol.converged.tolist() == [True, False]
     ref = ps.solve(prob, ps.Sequential()).states
     np.testing.assert_allclose(sol.states[0], ref[0], atol=1e-8)
+
+
+def test_vjp_refuses_a_failed_solution():
+    m, h0, _ = problems.chaotic_clipped_3x50(T=500)
+    sol = ps.solve(ps.RecurrenceProblem(m, h0, T=500), ps.DEER(), maxiter=5)
+    assert not ps.is_successful(sol)
+    with pytest.raises(ValueError, match="successful"):
+        sol.vjp(np.ones_like(sol.states))

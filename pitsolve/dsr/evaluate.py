@@ -124,8 +124,9 @@ def summarize(runs: Sequence[Evaluation | dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"runs": len(rows),
                            "diverged": int(sum(bool(r.get("diverged")) for r in rows))}
     keys = [k for k in rows[0] if k != "diverged"] if rows else []
+    kept = [r for r in rows if not r.get("diverged")]
     for k in keys:
-        vals = np.array([r[k] for r in rows if r[k] is not None], dtype=float)
+        vals = np.array([r[k] for r in kept if r[k] is not None], dtype=float)
         vals = vals[np.isfinite(vals)]
         if vals.size:
             med = float(np.median(vals))

@@ -123,8 +123,8 @@ def fit(
         algorithm of the forced recurrence: ``DEER()`` (default, GTF-DEER), ``Sequential()``
         (GTF-BPTT), ``DEER(jacobian="diagonal")``, ``NewtonKrylov()``.
     optimizer
-        default ``RAdam(lr=1e-3)``; any object with ``init(params)`` and
-        ``update(params, grads, state)``.
+        default ``RAdam(lr=1e-3)``; an :class:`~pitsolve.training.optim.Optimizer` (``init``,
+        ``update``, ``learning_rate`` and a checkpointable ``OptimizerState``).
     epochs, steps_per_epoch
         epochs and optimiser steps per epoch (default: enough windows to cover the data once).
     seq_len, batch_size
@@ -162,9 +162,10 @@ def fit(
     if seq_len is not None and seq_len > data.shape[-2]:
         raise ValueError(f"seq_len={seq_len} exceeds the series length {data.shape[-2]}")
     if steps_per_epoch is None:
+        # enough windows to cover the data once (one step when every step sees all of it)
         total = data.shape[-2] * (data.shape[0] if data.ndim == 3 else 1)
-        per_step = (seq_len or data.shape[-2]) * (batch_size if seq_len else 1)
-        steps_per_epoch = max(1, math.ceil(total / per_step))
+        per_step = (seq_len or 1) * batch_size
+        steps_per_epoch = 1 if seq_len is None else max(1, math.ceil(total / per_step))
     path = None if checkpoint is None else os.fspath(checkpoint)
 
     params = model.params

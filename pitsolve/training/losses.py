@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .._validation import as_float_array, check_finite
 from ..backends import array_namespace
 from ..models.base import Model, Params
@@ -131,7 +133,8 @@ def forced_loss(
     N = data.shape[-1]
     err = pred[..., :N] - data[..., 1:, :]
     count = err.size
-    loss = float((err * err).sum()) / count
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging model gives loss inf/NaN
+        loss = float((err * err).sum()) / count
     G = xp.zeros_like(pred)
     G[..., :N] = (2.0 / count) * err
     g_states = xp.zeros_like(sol.states)
