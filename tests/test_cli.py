@@ -93,7 +93,7 @@ def test_bad_data_file_is_reported(tmp_path):
 
 def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "pitsolve", "reconstruct", "--T", "3000", "--epochs", "200",
+    args = [sys.executable, "-m", "pitsolve", "reconstruct", "--T", "3000", "--epochs", "1000000",
             "--steps-per-epoch", "5", "--hidden", "8", "--seq-len", "50", "--batch-size", "4",
             "--quiet", "--out", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -112,7 +112,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path):
     _, meta = load_checkpoint(ckpt)
     done = meta["epoch"]
     assert done >= 1
-    more = [a if a != "200" else str(done + 1) for a in args[3:]]
+    more = [a if a != "1000000" else str(done + 1) for a in args[3:]]
     res = run(*more, "--resume")
     assert res.returncode == 0, res.stderr
     report = json.loads((out / "report.json").read_text())
