@@ -362,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pitsolve {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\npitsolve: interrupted", file=sys.stderr)
+        hint = "; continue with --resume" if args.command == "reconstruct" else ""
+        print(f"\npitsolve: interrupted{hint}", file=sys.stderr)
         return 130
 
 

@@ -98,13 +98,25 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path):
             "--quiet", "--out", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = out / "checkpoint.npz"
-    deadline = time.time() + 180
-    while not ckpt.exists() and time.time() < deadline:
-        time.sleep(0.2)
-    assert ckpt.exists(), "no checkpoint written"
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.time() + 180
+        while not ckpt.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert ckpt.exists(), "no checkpoint written"
+        time.sleep(1.0)
+        # a SIGINT that lands inside Numba's compiler can be absorbed: repeat until it exits
+        err = ""
+        for _ in range(30):
+            proc.send_signal(signal.SIGINT)
+            try:
+                _, err = proc.communicate(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
     from pitsolve.training import load_checkpoint
