@@ -32,7 +32,7 @@ import numpy as np
 from .._validation import as_float_array
 from ..backends import array_namespace
 
-__all__ = ["Model", "Params", "step_loop"]
+__all__ = ["Model", "Parametrized", "Params", "step_loop"]
 
 
 class Params(Mapping):
@@ -110,7 +110,45 @@ class Params(Mapping):
         return self.map(lambda v: v.astype(dtype))
 
 
-class Model:
+class Parametrized:
+    """What models and vector fields share: parameters (:class:`Params`), replacing them, and
+    quantities derived from them, cached per parameter set."""
+
+    _params: Params
+    _derived: dict[str, Any]
+
+    # -- parameters -------------------------------------------------------------------------
+    @property
+    def params(self) -> Params:
+        """The parameters: a mapping of names to arrays (see :class:`Params`)."""
+        return self._params
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._params.dtype
+
+    def replace(self, params: Params | None = None, **arrays: Any) -> Any:
+        """A new model with the parameters replaced (``params=`` whole, or some by name)."""
+        new = copy.copy(self)
+        base = self._params if params is None else params
+        if params is not None and list(params) != list(self._params):
+            raise ValueError(f"params must have the names {list(self._params)}")
+        new._params = base.replace(**arrays) if arrays else Params(base)
+        new._derived = {}
+        return new
+
+    def astype(self, dtype: Any) -> Any:
+        """The same model with parameters cast to ``dtype``."""
+        return self.replace(self._params.astype(dtype))
+
+    def cached(self, name: str, compute: Callable[[], Any]) -> Any:
+        """A quantity derived from the parameters, computed once per parameter set."""
+        if name not in self._derived:
+            self._derived[name] = compute()
+        return self._derived[name]
+
+
+class Model(Parametrized):
     """Base class of models. Subclasses set ``params`` and implement the protocol.
 
     Required: ``f``, ``jacobian``, ``vjp_params`` (and ``vjp_inputs`` if the model has
@@ -139,36 +177,6 @@ class Model:
         self.state_dim = int(state_dim)
         self.input_dim = int(input_dim)
         self._derived: dict[str, Any] = {}
-
-    # -- parameters -------------------------------------------------------------------------
-    @property
-    def params(self) -> Params:
-        """The parameters: a mapping of names to arrays (see :class:`Params`)."""
-        return self._params
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._params.dtype
-
-    def replace(self, params: Params | None = None, **arrays: Any) -> Model:
-        """A new model with the parameters replaced (``params=`` whole, or some by name)."""
-        new = copy.copy(self)
-        base = self._params if params is None else params
-        if params is not None and list(params) != list(self._params):
-            raise ValueError(f"params must have the names {list(self._params)}")
-        new._params = base.replace(**arrays) if arrays else Params(base)
-        new._derived = {}
-        return new
-
-    def astype(self, dtype: Any) -> Model:
-        """The same model with parameters cast to ``dtype``."""
-        return self.replace(self._params.astype(dtype))
-
-    def cached(self, name: str, compute: Callable[[], Any]) -> Any:
-        """A quantity derived from the parameters, computed once per parameter set."""
-        if name not in self._derived:
-            self._derived[name] = compute()
-        return self._derived[name]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(state_dim={self.state_dim}, input_dim={self.input_dim})"

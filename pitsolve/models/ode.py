@@ -15,21 +15,19 @@ from the field's own derivatives only.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .._validation import check_positive_int
 from ..backends import array_namespace
-from .base import Model, Params
+from .base import Model, Parametrized, Params
 from .rnn import _arrays, _bptt_arrays, _bptt_result, _compute_dtype, _sequential_setup
 
 __all__ = ["Lorenz63", "ODEStep", "VectorField"]
 
 
-class VectorField:
+class VectorField(Parametrized):
     r"""Base class of autonomous vector fields :math:`g(h; \theta)` used by :class:`ODEStep`.
 
     Subclasses implement ``g``, ``jacobian`` (:math:`G = \partial g/\partial h`, dense
@@ -48,31 +46,6 @@ class VectorField:
         self._params = params if isinstance(params, Params) else Params(params)
         self.state_dim = None if state_dim is None else check_positive_int(state_dim, "state_dim")
         self._derived: dict[str, Any] = {}
-
-    @property
-    def params(self) -> Params:
-        """The parameters :math:`\\theta`."""
-        return self._params
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._params.dtype
-
-    def replace(self, params: Params | None = None, **arrays: Any) -> VectorField:
-        """A new field with the parameters replaced (``params=`` whole, or some by name)."""
-        new = copy.copy(self)
-        base = self._params if params is None else params
-        if params is not None and list(params) != list(self._params):
-            raise ValueError(f"params must have the names {list(self._params)}")
-        new._params = base.replace(**arrays) if arrays else Params(base)
-        new._derived = {}
-        return new
-
-    def cached(self, name: str, compute: Callable[[], Any]) -> Any:
-        """A quantity derived from the parameters, computed once per parameter set."""
-        if name not in self._derived:
-            self._derived[name] = compute()
-        return self._derived[name]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(state_dim={self.state_dim})"
