@@ -5,13 +5,14 @@
 """
 
 from . import adjoint as _adjoint  # noqa: F401  (registers the adjoint rules)
-from . import dsr, kernels, models, training
+from . import dsr, kernels, models, parallel, training
 from .algorithms import (
     DEER,
     LevenbergMarquardt,
     LineSearch,
     NewtonKrylov,
     ParallelScan,
+    Schwarz,
     Sequential,
 )
 from .problems import LinearRecurrenceProblem, RecurrenceProblem
@@ -36,6 +37,7 @@ __all__ = [
     "ParallelScan",
     "RecurrenceProblem",
     "ReturnCode",
+    "Schwarz",
     "Sequential",
     "Solution",
     "SolverError",
@@ -49,6 +51,7 @@ __all__ = [
     "loss_and_grad",
     "models",
     "optim",
+    "parallel",
     "solve",
     "step",
     "training",

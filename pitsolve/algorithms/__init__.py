@@ -3,6 +3,15 @@
 from .deer import DEER, LevenbergMarquardt, LineSearch
 from .linear import ParallelScan
 from .newton_krylov import NewtonKrylov
+from .schwarz import Schwarz
 from .sequential import Sequential
 
-__all__ = ["DEER", "LevenbergMarquardt", "LineSearch", "NewtonKrylov", "ParallelScan", "Sequential"]
+__all__ = [
+    "DEER",
+    "LevenbergMarquardt",
+    "LineSearch",
+    "NewtonKrylov",
+    "ParallelScan",
+    "Schwarz",
+    "Sequential",
+]

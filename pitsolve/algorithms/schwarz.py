@@ -1,0 +1,317 @@
+r"""Schwarz-type overlapping decomposition in time: the forward solve (MATH.md §7).
+
+The time axis is cut into P windows that overlap their left neighbour by δ steps; each step is
+owned by one window (restricted additive Schwarz). Sweep k, all windows at once (Jacobi):
+
+.. math::
+
+    h^{(p)}_{s_p - 1} \leftarrow h^{(p-1,\,k-1)}_{s_p - 1}, \qquad
+    h^{(p,\,k)} = \text{local solve of } h_t = f(h_{t-1}, x_t) \text{ on } [s_p, e_p),
+
+with :math:`h_0` for the first window and, in the first sweep, a guess (``h_init`` or
+:math:`h_0`) for the others. Neighbours exchange one state vector per sweep. A window whose
+incoming state changed re-solves only a prefix of doubling length until the new trajectory
+agrees with the previous sweep's to tolerance (a deterministic recurrence that meets its old
+trajectory follows it from there on); the rest of the window is already right.
+
+By causality window p is exact after sweep p (with ``max_sweeps = P`` the result equals the
+sequential one up to the merge tolerance). For a contracting recurrence the error of a wrong
+initial state shrinks like :math:`\rho^{\delta}` across the overlap (ρ = sup‖J_t‖), so when δ
+exceeds the memory length the owned parts are right after the first sweep and every later
+sweep only re-solves short prefixes inside the overlaps. Termination needs no global
+reduction: window p knows it is final after sweep p (a flag that travels left to right with
+the boundary states); in one process the solve also stops at the first sweep in which no
+window had to work, which changes no number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..parallel import ENGINES, Engine, Partition, make_engine
+from ..problems import RecurrenceProblem
+from ..solution import ReturnCode
+from ..solve import Algorithm, Controls, SolverState, register, solve
+from .sequential import Sequential
+
+__all__ = ["Schwarz"]
+
+_GATHER = ("all", "local")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Schwarz(Algorithm):
+    """Overlapping windows in time, solved concurrently by an inner algorithm.
+
+    Parameters
+    ----------
+    windows
+        number of windows P (near-equal owned lengths), or the ``P - 1`` interior boundaries
+        ``0 < b_1 < … < b_{P-1} < T`` (window p owns steps ``b_p .. b_{p+1} - 1``).
+    overlap
+        δ, the steps a window solves before the ones it owns; must be smaller than every
+        owned length. Make it longer than the memory length of the recurrence
+        (≈ log(tolerance) / log ρ for contraction factor ρ).
+    inner
+        the algorithm of the local solves: :class:`Sequential` (default), :class:`DEER`,
+        :class:`NewtonKrylov`, … (not another Schwarz).
+    max_sweeps
+        sweeps at most; default P (exact by causality). Fewer sweeps return ``MaxIters``
+        unless no window had to work in the last one.
+    engine
+        ``"serial"``, ``"threads"`` or ``"mpi"`` (or an :class:`~pitsolve.parallel.Engine`);
+        numbers do not depend on it.
+    workers
+        threads of the ``"threads"`` engine (default: the CPU count).
+    comm
+        MPI communicator of the ``"mpi"`` engine (default ``MPI.COMM_WORLD``).
+    gather
+        ``"all"``: every process gets the whole trajectory (``sol.states`` of shape
+        ``(..., T, D)``); ``"local"`` (MPI): each rank keeps the rows its windows own,
+        ``sol.states[..., i, :]`` being row ``stats["schwarz"]["rows"][0] + i``.
+    """
+
+    windows: int | Sequence[int] = 8
+    overlap: int = 64
+    inner: Algorithm = dataclasses.field(default_factory=Sequential)
+    max_sweeps: int | None = None
+    engine: str | Engine = "serial"
+    workers: int | None = None
+    comm: Any = None
+    gather: str = "all"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.inner, Algorithm) or isinstance(self.inner, Schwarz):
+            raise TypeError(
+                f"inner must be a pitsolve algorithm other than Schwarz (e.g. ps.Sequential(), "
+                f"ps.DEER()), got {self.inner!r}"
+            )
+        if not isinstance(self.windows, int) or isinstance(self.windows, bool):
+            object.__setattr__(self, "windows", tuple(self.windows))
+        elif self.windows < 1:
+            raise ValueError(f"windows must be ≥ 1, got {self.windows}")
+        if isinstance(self.overlap, bool) or not isinstance(self.overlap, int):
+            raise TypeError(f"overlap must be an integer, got {self.overlap!r}")
+        if self.overlap < 0:
+            raise ValueError(f"overlap must be ≥ 0, got {self.overlap}")
+        if self.max_sweeps is not None and (
+            isinstance(self.max_sweeps, bool)
+            or not isinstance(self.max_sweeps, int)
+            or self.max_sweeps < 1
+        ):
+            raise ValueError(
+                f"max_sweeps must be None or a positive integer, got {self.max_sweeps!r}"
+            )
+        if not isinstance(self.engine, Engine) and self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES} or an Engine, got {self.engine!r}")
+        if self.gather not in _GATHER:
+            raise ValueError(f"gather must be one of {_GATHER}, got {self.gather!r}")
+
+    def partition(self, T: int) -> Partition:
+        """The :class:`~pitsolve.parallel.Partition` of ``T`` steps."""
+        if isinstance(self.windows, int):
+            return Partition.uniform(T, self.windows, self.overlap)
+        return Partition.from_boundaries(T, self.windows, self.overlap)
+
+
+@dataclasses.dataclass
+class _Window:
+    """What one window keeps between sweeps."""
+
+    states: Any = None  # (..., n_covered, D)
+    boundary: Any = None  # the initial state it last solved from
+    retcode: ReturnCode = ReturnCode.Success
+    solves: int = 0
+    steps: int = 0
+    inner_iterations: int = 0
+    function_evals: int = 0
+    last_work: int = 0
+    adjoint: str = "scan"
+    kernel: str = "numba"
+
+
+class SchwarzSolve(SolverState):
+    """One sweep per :func:`~pitsolve.step`."""
+
+    def __init__(self, problem: RecurrenceProblem, algorithm: Schwarz, controls: Controls):
+        super().__init__(problem, algorithm, controls)
+        self.partition = algorithm.partition(problem.T)
+        self.engine = make_engine(algorithm.engine, workers=algorithm.workers, comm=algorithm.comm)
+        if algorithm.gather == "local" and self.engine.name != "mpi":
+            raise ValueError("gather='local' is for engine='mpi'; other engines gather 'all'")
+        self.local = self.engine.local(self.partition)
+        self.rtol, self.atol = controls.tolerances(problem.dtype)
+        self.sweep_limit = min(algorithm.max_sweeps or self.partition.P, self.partition.P)
+        self.windows = {p: _Window() for p in self.local}
+        self.sweep = 0
+        self.bytes_exchanged = 0
+        self.in_process = self.engine.size == 1
+
+    # -- the local solve -------------------------------------------------------------------
+    def _solve(self, p: int, h0: Any, length: int, guess: Any) -> Any:
+        """Solve the first ``length`` covered steps of window ``p`` from ``h0``."""
+        prob, ctrl, w = self.problem, self.controls, self.windows[p]
+        start = self.partition.covered(p)[0]
+        x = None if prob.inputs is None else prob.inputs[..., start : start + length, :]
+        if guess is None and ctrl.h_init is not None:
+            guess = ctrl.h_init[..., start : start + length, :]
+        sub = RecurrenceProblem(prob.working_model(), h0, x, T=length)
+        sol = solve(
+            sub,
+            self.algorithm.inner,
+            rtol=ctrl.rtol,
+            atol=ctrl.atol,
+            maxiter=ctrl.maxiter,
+            h_init=guess,
+            backend=ctrl.backend,
+            freeze_converged=ctrl.freeze_converged,
+        )
+        w.solves += 1
+        w.steps += length
+        w.inner_iterations += sol.stats.iterations
+        w.function_evals += sol.stats.function_evals
+        w.adjoint = sol.stats.extra.get("adjoint", "scan")
+        w.kernel = sol.stats.extra.get("kernel", "numba")
+        w.last_work = self.sweep
+        if sol.retcode is not ReturnCode.Success:
+            w.retcode = sol.retcode
+        return sol.states
+
+    def _first(self, p: int) -> None:
+        prob, w = self.problem, self.windows[p]
+        row = self.partition.handoff(p)
+        if row < 0:
+            h0 = prob.h0
+        elif self.controls.h_init is not None:
+            h0 = self.controls.h_init[..., row, :]
+        else:
+            h0 = prob.h0
+        start, stop = self.partition.covered(p)
+        w.boundary = h0
+        w.states = self._solve(p, h0, stop - start, None)
+
+    def _update(self, p: int, h0: Any) -> None:
+        """Re-solve window ``p`` from a new initial state until it meets its old trajectory."""
+        w = self.windows[p]
+        if h0 is None or self._close(h0, w.boundary):
+            return
+        w.boundary = h0
+        if not bool(self.problem.xp.isfinite(h0).all()):
+            w.retcode = ReturnCode.NonFinite
+            return
+        old = w.states
+        n = old.shape[-2]
+        length = min(n, max(self.partition.overlap, 16))
+        while True:
+            new = self._solve(p, h0, length, old[..., :length, :])
+            if length == n:
+                w.states = new
+                return
+            if self._close(new[..., -1, :], old[..., length - 1, :]):
+                old[..., :length, :] = new
+                return
+            length = min(2 * length, n)
+
+    def _close(self, a: Any, b: Any) -> bool:
+        xp = self.problem.xp
+        return bool(xp.all(xp.abs(a - b) <= self.atol + self.rtol * xp.abs(b)))
+
+    # -- one sweep -------------------------------------------------------------------------
+    def step(self) -> None:
+        self.sweep += 1
+        part, engine = self.partition, self.engine
+        with engine.guard():
+            if self.sweep == 1:
+                engine.map(self._first, self.local)
+            else:
+                outgoing = {}
+                for p in self.local:
+                    if p + 1 < part.P:
+                        row = part.handoff(p + 1) - part.covered(p)[0]
+                        outgoing[p] = self.windows[p].states[..., row, :]
+                        self.bytes_exchanged += int(outgoing[p].nbytes)
+                incoming = engine.shift(outgoing, part)
+                engine.map(lambda p: self._update(p, incoming[p]), self.local)
+        worked = any(w.last_work == self.sweep for w in self.windows.values())
+        quiet = self.sweep > 1 and not worked
+        if self.sweep >= self.sweep_limit or (quiet and self.in_process):
+            self._finish(quiet)
+
+    def _finish(self, quiet: bool) -> None:
+        part, engine, prob = self.partition, self.engine, self.problem
+        with engine.guard():
+            parts = {}
+            for p in self.local:
+                own, cov = part.owned(p), part.covered(p)
+                parts[p] = self.windows[p].states[..., own[0] - cov[0] : own[1] - cov[0], :]
+            if self.algorithm.gather == "all":
+                self.states = engine.gather_time(parts, part)
+            else:
+                self.states = prob.xp.concatenate([parts[p] for p in self.local], axis=-2)
+            codes = [w.retcode for _, w in sorted(self.windows.items())]
+            bad = next((c for c in codes if c is not ReturnCode.Success), None)
+            # one reduction at the end: the worst window and the totals, identical on all ranks
+            order = list(ReturnCode)
+            worst = engine.allreduce(order.index(bad) if bad is not None else -1, "max")
+            quiet = bool(engine.allreduce(int(quiet), "min")) if not self.in_process else quiet
+            last = engine.allreduce(max(w.last_work for w in self.windows.values()), "max")
+            totals = engine.allreduce(
+                np.array(
+                    [
+                        sum(getattr(w, k) for w in self.windows.values())
+                        for k in ("solves", "steps", "inner_iterations", "function_evals")
+                    ]
+                    + [self.bytes_exchanged],
+                    dtype=np.int64,
+                )
+            )
+        if worst >= 0:
+            self.retcode = order[worst]
+        elif self.sweep >= part.P or quiet:
+            self.retcode = ReturnCode.Success
+        else:
+            self.retcode = ReturnCode.MaxIters
+        w0 = next(iter(self.windows.values()))
+        solves, steps, inner_its, fevals, nbytes = (int(v) for v in totals)
+        self.stats.iterations = max(last, 1)
+        self.stats.function_evals = fevals
+        self.stats.peak_bytes = int(
+            sum(w.states.nbytes for w in self.windows.values())
+            + (self.states.nbytes if self.algorithm.gather == "all" else 0)
+        )
+        self.stats.extra.update(
+            adjoint=w0.adjoint,
+            kernel=w0.kernel,
+            schwarz={
+                "windows": part.P,
+                "overlap": part.overlap,
+                "engine": engine.name,
+                "processes": engine.size,
+                "sweeps": max(last, 1),
+                "rounds": self.sweep,
+                "local_solves": solves,
+                "steps_solved": steps,
+                "work_ratio": steps / part.T,
+                "inner_iterations": inner_its,
+                "bytes_exchanged": nbytes,
+                "rows": (part.bounds[self.local[0]], part.bounds[self.local[-1] + 1]),
+                "per_window": {
+                    p: {
+                        "solves": w.solves,
+                        "steps": w.steps,
+                        "inner_iterations": w.inner_iterations,
+                        "retcode": w.retcode.name,
+                    }
+                    for p, w in sorted(self.windows.items())
+                },
+            },
+        )
+        self.done = True
+
+
+register(RecurrenceProblem, Schwarz)(SchwarzSolve)

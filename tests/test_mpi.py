@@ -1,0 +1,54 @@
+"""The MPI engine gives the serial engine's numbers, at 1–4 ranks; a failing rank ends the job.
+
+Each test launches the venv's ``mpiexec`` (the ``mpich`` wheel) on a script under
+``tests/mpi/`` with a timeout, so a deadlock fails the test instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.mpi
+
+SCRIPTS = Path(__file__).parent / "mpi"
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+
+
+def mpirun(
+    script: str, ranks: int, *args: str, timeout: float = 240
+) -> subprocess.CompletedProcess:
+    if not MPIEXEC.exists():
+        pytest.skip("mpiexec not found next to the Python executable: pip install 'pitsolve[mpi]'")
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [str(MPIEXEC), "-n", str(ranks), sys.executable, str(SCRIPTS / script), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4])
+def test_mpi_engine_equals_serial_engine(ranks):
+    out = mpirun("schwarz_engines.py", ranks)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["size"] == ranks
+    for name, case in report["cases"].items():
+        assert case["retcodes"] == ["Success"] * 3, name
+        assert case["mpi_vs_serial"] <= 1e-12, name
+        assert case["local_vs_serial"] <= 1e-12, name
+        assert case["vs_sequential"] <= 1e-7, name
+        assert case["sweeps"][0] == case["sweeps"][1], name
+        rows = case["rows"]  # each rank's owned rows tile [0, T)
+        assert rows[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(rows))
+
+
+def test_a_failing_rank_aborts_the_job_with_its_message():
+    out = mpirun("schwarz_engines.py", 3, "fail", timeout=120)
+    assert out.returncode != 0
+    assert "MPI rank 1 of 3 failed" in out.stderr
+    assert "deliberate failure on rank 1" in out.stderr
