@@ -43,6 +43,8 @@ def test_mpi_engine_equals_serial_engine(ranks):
         assert case["local_vs_serial"] <= 1e-12, name
         assert case["vs_sequential"] <= 1e-7, name
         assert case["sweeps"][0] == case["sweeps"][1], name
+        if name.startswith("local-training"):
+            continue
         rows = case["rows"]  # each rank's owned rows tile [0, T)
         assert rows[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(rows))
 

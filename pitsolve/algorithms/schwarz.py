@@ -69,6 +69,13 @@ class Schwarz(Algorithm):
         threads of the ``"threads"`` engine (default: the CPU count).
     comm
         MPI communicator of the ``"mpi"`` engine (default ``MPI.COMM_WORLD``).
+    objective, mu, sync
+        training only (:func:`~pitsolve.fit`): ``"global"`` trains on the global forced
+        loss with this forward solve; ``"local"`` minimises each window's local objective
+        with its own initial state plus ``mu``/2 times the squared overlap mismatch, the
+        shared parameters kept equal by summing gradients (``sync="allreduce"``) or by
+        averaging copies with the neighbours (``sync="neighbour"``); see
+        :mod:`pitsolve.training.local`.
     gather
         ``"all"``: every process gets the whole trajectory (``sol.states`` of shape
         ``(..., T, D)``); ``"local"`` (MPI): each rank keeps the rows its windows own,
@@ -83,6 +90,9 @@ class Schwarz(Algorithm):
     workers: int | None = None
     comm: Any = None
     gather: str = "all"
+    objective: str = "global"
+    mu: float = 1.0
+    sync: str = "allreduce"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -109,6 +119,14 @@ class Schwarz(Algorithm):
             )
         if not isinstance(self.engine, Engine) and self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES} or an Engine, got {self.engine!r}")
+        if self.objective not in ("global", "local"):
+            raise ValueError(f"objective must be 'global' or 'local', got {self.objective!r}")
+        if self.sync not in ("allreduce", "neighbour"):
+            raise ValueError(f"sync must be 'allreduce' or 'neighbour', got {self.sync!r}")
+        if isinstance(self.mu, bool) or not isinstance(self.mu, (int, float)) or not (
+            0 <= self.mu < float("inf")
+        ):
+            raise ValueError(f"mu must be a finite number ≥ 0, got {self.mu!r}")
         if self.gather not in _GATHER:
             raise ValueError(f"gather must be one of {_GATHER}, got {self.gather!r}")
 
@@ -130,7 +148,8 @@ class _Window:
     steps: int = 0
     inner_iterations: int = 0
     function_evals: int = 0
-    last_work: int = 0
+    last_work: int = 0  # the last sweep in which the window solved anything
+    last_owned_change: int = 0  # ... in which one of its owned rows changed beyond tolerance
     adjoint: str = "scan"
     kernel: str = "numba"
 
@@ -153,10 +172,10 @@ class SchwarzSolve(SolverState):
         self.in_process = self.engine.size == 1
 
     # -- the local solve -------------------------------------------------------------------
-    def _solve(self, p: int, h0: Any, length: int, guess: Any) -> Any:
-        """Solve the first ``length`` covered steps of window ``p`` from ``h0``."""
+    def _solve(self, p: int, h0: Any, offset: int, length: int, guess: Any) -> Any:
+        """Solve ``length`` steps of window ``p`` from ``h0``, starting ``offset`` steps in."""
         prob, ctrl, w = self.problem, self.controls, self.windows[p]
-        start = self.partition.covered(p)[0]
+        start = self.partition.covered(p)[0] + offset
         x = None if prob.inputs is None else prob.inputs[..., start : start + length, :]
         if guess is None and ctrl.h_init is not None:
             guess = ctrl.h_init[..., start : start + length, :]
@@ -193,10 +212,16 @@ class SchwarzSolve(SolverState):
             h0 = prob.h0
         start, stop = self.partition.covered(p)
         w.boundary = h0
-        w.states = self._solve(p, h0, stop - start, None)
+        w.states = self._solve(p, h0, 0, stop - start, None)
+        w.last_owned_change = 1
 
     def _update(self, p: int, h0: Any) -> None:
-        """Re-solve window ``p`` from a new initial state until it meets its old trajectory."""
+        """Re-solve window ``p`` from a new initial state until it meets its old trajectory.
+
+        Chunks of doubling length, each continuing from the end of the last, until the end of
+        a chunk agrees with the old trajectory to tolerance (or the window ends): the work is
+        at most about twice the steps the two trajectories take to merge.
+        """
         w = self.windows[p]
         if h0 is None or self._close(h0, w.boundary):
             return
@@ -204,18 +229,22 @@ class SchwarzSolve(SolverState):
         if not bool(self.problem.xp.isfinite(h0).all()):
             w.retcode = ReturnCode.NonFinite
             return
-        old = w.states
-        n = old.shape[-2]
-        length = min(n, max(self.partition.overlap, 16))
-        while True:
-            new = self._solve(p, h0, length, old[..., :length, :])
-            if length == n:
-                w.states = new
+        states = w.states
+        own = self.partition.owned(p)[0] - self.partition.covered(p)[0]
+        n, pos, chunk = states.shape[-2], 0, max(self.partition.overlap, 16)
+        while pos < n:
+            length = min(chunk, n - pos)
+            old_end = states[..., pos + length - 1, :].copy()
+            new = self._solve(p, h0, pos, length, states[..., pos : pos + length, :])
+            lo = max(own, pos)
+            if lo < pos + length and not self._close(
+                new[..., lo - pos :, :], states[..., lo : pos + length, :]
+            ):
+                w.last_owned_change = self.sweep
+            states[..., pos : pos + length, :] = new
+            pos, h0, chunk = pos + length, new[..., -1, :], 2 * chunk
+            if self._close(h0, old_end):
                 return
-            if self._close(new[..., -1, :], old[..., length - 1, :]):
-                old[..., :length, :] = new
-                return
-            length = min(2 * length, n)
 
     def _close(self, a: Any, b: Any) -> bool:
         xp = self.problem.xp
@@ -233,7 +262,8 @@ class SchwarzSolve(SolverState):
                 for p in self.local:
                     if p + 1 < part.P:
                         row = part.handoff(p + 1) - part.covered(p)[0]
-                        outgoing[p] = self.windows[p].states[..., row, :]
+                        # a copy: the sender may update its states in place this sweep
+                        outgoing[p] = self.windows[p].states[..., row, :].copy()
                         self.bytes_exchanged += int(outgoing[p].nbytes)
                 incoming = engine.shift(outgoing, part)
                 engine.map(lambda p: self._update(p, incoming[p]), self.local)
@@ -260,6 +290,9 @@ class SchwarzSolve(SolverState):
             worst = engine.allreduce(order.index(bad) if bad is not None else -1, "max")
             quiet = bool(engine.allreduce(int(quiet), "min")) if not self.in_process else quiet
             last = engine.allreduce(max(w.last_work for w in self.windows.values()), "max")
+            final = engine.allreduce(
+                max(w.last_owned_change for w in self.windows.values()), "max"
+            )
             totals = engine.allreduce(
                 np.array(
                     [
@@ -293,6 +326,7 @@ class SchwarzSolve(SolverState):
                 "engine": engine.name,
                 "processes": engine.size,
                 "sweeps": max(last, 1),
+                "sweeps_to_tolerance": final,
                 "rounds": self.sweep,
                 "local_solves": solves,
                 "steps_solved": steps,

