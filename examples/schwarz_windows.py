@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import timeit
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +28,10 @@ TOL = {"rtol": 1e-10, "atol": 1e-12}
 
 
 def median_time(fn, repeats=7):
-    fn()  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+    """(median seconds of ``repeats`` calls after a warm-up call, the last result)."""
+    out = [fn()]  # compile and warm up
+    seconds = timeit.repeat(lambda: out.append(fn()), number=1, repeat=repeats)
+    return statistics.median(seconds), out[-1]
 
 
 def long_solve(engine: str, workers: int) -> bool:
@@ -57,17 +54,8 @@ def long_solve(engine: str, workers: int) -> bool:
     return talk
 
 
-def slow_recurrence(T: int = 4000) -> ps.RecurrenceProblem:
-    """A nearly linear Elman recurrence with W = 0.8·Q (Q orthogonal): memory ≈ 100 steps."""
-    rng = np.random.default_rng(3)
-    Q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
-    params = {"W": 0.8 * Q, "U": 0.3 * rng.normal(size=(4, 1)), "b": 0.05 * rng.normal(size=4)}
-    model = ps.models.Elman(4, 1, params=params)
-    return ps.RecurrenceProblem(model, rng.normal(size=4), inputs=rng.normal(size=(T, 1)))
-
-
 def sweeps_against_overlap() -> dict:
-    prob = slow_recurrence()
+    prob = problems.elman_memory(T=4000, rho=0.8).problem()  # memory ≈ 100 steps
     ref = ps.solve(prob, ps.Sequential()).states
     out = {"overlap": [], "sweeps": [], "final": [], "error": []}
     for d in (0, 5, 10, 20, 30, 39):

@@ -158,13 +158,8 @@ def test_long_overlap_needs_few_sweeps_and_little_extra_work():
     np.testing.assert_allclose(sol.states, ref, atol=1e-9)
 
 
-def slow_memory_problem(T=4000, D=4, rho=0.8, seed=3):
-    """A nearly linear Elman recurrence with W = ρ·Q (Q orthogonal): memory ≈ 100 steps."""
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.normal(size=(D, D)))
-    params = {"W": rho * Q, "U": 0.3 * rng.normal(size=(D, 1)), "b": 0.05 * rng.normal(size=D)}
-    model = ps.models.Elman(D, 1, params=params)
-    return ps.RecurrenceProblem(model, rng.normal(size=D), inputs=rng.normal(size=(T, 1)))
+def slow_memory_problem(T=4000, rho=0.8):
+    return problems.elman_memory(T=T, rho=rho).problem()
 
 
 def test_sweeps_decrease_as_overlap_grows():

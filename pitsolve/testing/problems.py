@@ -11,6 +11,7 @@ afterwards, so both precisions see the same numbers.
 ``chaotic_clipped_3x50``   clipped shPLRNN, M = 3, L = 50; bounded chaos
 ``gru_64``                 GRU, D = 64, 8 inputs; driven, contracting
 ``elman_256``              Elman, D = 256, 8 inputs; driven, spectral radius ≈ 0.9
+``elman_memory``           Elman, D = 4, W = ρ·orthogonal; nearly linear, long memory
 =========================  ================================================================
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "BenchmarkProblem",
     "chaotic_clipped_3x50",
     "elman_256",
+    "elman_memory",
     "gru_64",
     "shplrnn_3x50",
 ]
@@ -152,3 +154,29 @@ def elman_256(T: int = 10_000, dtype: Any = np.float64) -> BenchmarkProblem:
     return BenchmarkProblem(
         model, np.zeros(D, dtype=dt), _driving_inputs(T, N, dt), T=T, name="elman_256"
     )
+
+
+def elman_memory(T: int = 4000, rho: float = 0.8, dtype: Any = np.float64) -> BenchmarkProblem:
+    r"""A slowly contracting driven Elman network, D = 4, 1 input: every eigenvalue of W has
+    modulus ρ, so an error decays like :math:`\rho^t` (≈ 100 steps to 1e-10 at ρ = 0.8).
+
+    Seed 3, drawn in order: :math:`Q` from the QR factorisation of an :math:`N(0, 1)^{4\times 4}`
+    matrix, :math:`W = \rho Q`, :math:`U \sim N(0, 0.3^2)^{4\times 1}`,
+    :math:`b \sim N(0, 0.05^2)^4`, :math:`h_0 \sim N(0, 1)^4`, inputs
+    :math:`x_t \sim N(0, 1)^{T\times 1}`. Small inputs keep tanh nearly linear. Used for
+    windows shorter than the memory (Schwarz sweeps against overlap).
+    """
+    from ..models import Elman
+    from ..models.base import Params
+
+    T = check_positive_int(T, "T")
+    if not 0.0 < rho < 1.0:
+        raise ValueError(f"rho must lie in (0, 1), got {rho}")
+    dt = _dtype(dtype)
+    rng = np.random.default_rng(3)
+    Q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    params = Params(W=rho * Q, U=0.3 * rng.normal(size=(4, 1)), b=0.05 * rng.normal(size=4))
+    h0 = rng.normal(size=4)
+    x = rng.normal(size=(T, 1))
+    model = Elman(4, inputs=1, params=params.astype(dt))
+    return BenchmarkProblem(model, h0.astype(dt), x.astype(dt), T=T, name="elman_memory")
