@@ -38,17 +38,41 @@ from .kernels import affine_scan_transpose
 from .problems import LinearRecurrenceProblem, RecurrenceProblem
 from .solution import Solution, register_vjp
 
-__all__ = ["Cotangents", "check_cotangent", "recurrence_vjp"]
+__all__ = ["Cotangents", "Deferred", "check_cotangent", "recurrence_vjp"]
 
 
 class Cotangents:
-    """Cotangents of a solution's inputs, as attributes (e.g. ``.A``, ``.b``, ``.h0``)."""
+    """Cotangents of a solution's inputs, as attributes (e.g. ``.A``, ``.b``, ``.h0``).
+
+    A part given as a :class:`Deferred` is computed when first read (then kept), so a caller
+    that needs only ``.params`` never pays for ``.inputs``.
+    """
 
     def __init__(self, **parts: Any):
-        self.__dict__.update(parts)
+        self._deferred = {k: v for k, v in parts.items() if isinstance(v, Deferred)}
+        self.__dict__.update({k: v for k, v in parts.items() if not isinstance(v, Deferred)})
+        self._names = tuple(parts)
+
+    def __getattr__(self, name: str) -> Any:
+        deferred = self.__dict__.get("_deferred", {})
+        if name not in deferred:
+            raise AttributeError(f"Cotangents has no part {name!r}")
+        value = deferred.pop(name).compute()
+        setattr(self, name, value)
+        return value
 
     def __repr__(self) -> str:
-        return f"Cotangents({', '.join(self.__dict__)})"
+        return f"Cotangents({', '.join(self._names)})"
+
+
+class Deferred:
+    """A cotangent computed on first use: ``Deferred(fn, *args)`` holds ``fn(*args)``."""
+
+    def __init__(self, fn: Any, *args: Any):
+        self.fn, self.args = fn, args
+
+    def compute(self) -> Any:
+        return self.fn(*self.args)
 
 
 def check_cotangent(sol: Solution, g: Any) -> Any:
@@ -78,11 +102,15 @@ def _previous(problem: RecurrenceProblem, states: Any) -> Any:
     return xp.concatenate([problem.h0[..., None, :], states[..., :-1, :]], axis=-2)
 
 
-def _lambda_scan(model: Any, prev: Any, x: Any, g: Any, kernel: str) -> Any:
-    if model.jacobian_structure == "diagonal":
-        J = model.jacobian(prev, x)
-    else:
-        J = model.f_and_jacobian(prev, x)[1]
+def _lambda_scan(sol: Solution, model: Any, prev: Any, x: Any, g: Any, kernel: str) -> Any:
+    """λ by one transposed scan of the Jacobians: those the forward solve kept at the
+    trajectory (``sol.jacobians``), else evaluated here."""
+    J = sol.jacobians
+    if J is None:
+        if model.jacobian_structure == "diagonal":
+            J = model.jacobian(prev, x)
+        else:
+            J = model.f_and_jacobian(prev, x)[1]
     return affine_scan_transpose(J, g, kernel=kernel)[0]
 
 
@@ -121,7 +149,9 @@ def _lambda_matrix_free(model: Any, prev: Any, x: Any, g: Any, kernel: str, rtol
 @register_vjp(RecurrenceProblem)
 def recurrence_vjp(sol: Solution, g: Any) -> Cotangents:
     """Cotangents ``.params`` (a :class:`~pitsolve.models.Params`), ``.h0`` and ``.inputs``
-    (None without inputs) of L given ``g = dL/dstates``, at the solution's trajectory."""
+    (None without inputs) of L given ``g = dL/dstates``, at the solution's trajectory.
+
+    λ is computed here; the three cotangents from it when first read (each one VJP pass)."""
     p: RecurrenceProblem = sol.problem
     g = check_cotangent(sol, g)
     model = p.working_model()
@@ -135,10 +165,10 @@ def recurrence_vjp(sol: Solution, g: Any) -> Cotangents:
         rtol = 10 * float(np.finfo(g.dtype).eps) ** 0.75
         lam = _lambda_matrix_free(model, prev, x, g, kernel, rtol)
     else:
-        lam = _lambda_scan(model, prev, x, g, kernel)
+        lam = _lambda_scan(sol, model, prev, x, g, kernel)
     x0 = None if x is None else x[..., 0, :]
     return Cotangents(
-        params=model.vjp_params(prev, x, lam),
-        h0=model.vjp_h(p.h0, x0, lam[..., 0, :]),
-        inputs=None if x is None else model.vjp_inputs(prev, x, lam),
+        params=Deferred(model.vjp_params, prev, x, lam),
+        h0=Deferred(model.vjp_h, p.h0, x0, lam[..., 0, :]),
+        inputs=None if x is None else Deferred(model.vjp_inputs, prev, x, lam),
     )

@@ -143,6 +143,11 @@ class Solution:
     converged
         per-batch-element flags (array of shape ``batch``) where the algorithm reports
         them, else ``None``.
+    jacobians
+        the Jacobians :math:`J_t = \\partial f/\\partial h\\,(h_{t-1}, x_t)` at the returned
+        trajectory, ``(..., T, D, D)`` (or ``(..., T, D)`` for diagonal models), where the
+        solver evaluated them there anyway (a successful DEER solve with exact Jacobians),
+        else ``None``. :meth:`vjp` reuses them instead of evaluating them again.
     """
 
     states: Any
@@ -151,6 +156,7 @@ class Solution:
     problem: Any
     algorithm: Any
     converged: Any = None
+    jacobians: Any = None
 
     def vjp(self, g: Any) -> Any:
         """Cotangents of a scalar loss L given ``g = dL/dstates``.

@@ -126,13 +126,6 @@ class DEER(Algorithm):
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor}")
 
 
-def _apply(J: Any, h: Any, xp: Any) -> Any:
-    """J h for stacked dense (…, D, D) or diagonal (…, D) Jacobians."""
-    if J.ndim == h.ndim:
-        return J * h
-    return xp.matmul(J, h[..., None])[..., 0]
-
-
 def truncate_at_nonfinite(delta: Any, xp: Any) -> Any:
     """``delta`` with every step from the first non-finite one on set to zero.
 
@@ -265,6 +258,42 @@ class DEERSolve(NewtonState):
         self.stats.extra["adjoint"] = "scan"
         damping = algorithm.damping
         self.lam = damping.lam if isinstance(damping, LevenbergMarquardt) else 0.0
+        # Jacobians at converged steps, (start, J) in time order, for the adjoint
+        # (sol.jacobians); only where Ĵ is the exact Jacobian
+        exact = algorithm.jacobian == "full" or (
+            algorithm.jacobian == "diagonal" and self.model.jacobian_structure == "diagonal"
+        )
+        self.kept: list[tuple[int, Any]] | None = [] if exact else None
+
+    def keep(self, J: Any, start: int, n: int | None = None) -> None:
+        """Record the Jacobians of steps ``[start, start + n)`` (all of ``J`` if n is None),
+        converged: their states, and those before them, never change again."""
+        if self.kept is None or J is None:
+            return
+        if n is not None:
+            J = J[(slice(None),) * (self.h.ndim - 2) + (slice(0, n),)].copy()
+        self.kept.append((start, J))
+
+    def solution(self) -> Any:
+        sol = super().solution()
+        if self.retcode is ReturnCode.Success and self.kept:
+            sol.jacobians = self.jacobians_at_solution()
+        return sol
+
+    def jacobians_at_solution(self) -> Any:
+        """The kept Jacobians as one array over all T steps, or None if they do not cover
+        them."""
+        time_axis = self.h.ndim - 2  # of J too: (..., T, D, D) or (..., T, D)
+        t = 0
+        for start, J in self.kept:
+            if start != t:
+                return None
+            t += J.shape[time_axis]
+        if t != self.problem.T:
+            return None
+        if len(self.kept) == 1:
+            return self.kept[0][1]
+        return self.xp.concatenate([J for _, J in self.kept], axis=time_axis)
 
     def linearise(self, h: Any, start: int) -> tuple[Any, Any]:
         """f(h_{t-1}) and Ĵ_t on [start, T)."""
@@ -293,11 +322,15 @@ class DEERSolve(NewtonState):
         if J is not None and not bool(xp.isfinite(J).all()):
             self.finish_with_best(ReturnCode.NonFinite)
             return
+        start = self.start
         converged = self.test(f_prev)
         if converged is None:
+            if self.retcode is ReturnCode.Success:
+                self.keep(J, start)
             return
         first = self.freeze(converged)
         if first:
+            self.keep(J, start, first)
             time_axis = f_prev.ndim - 2
             f_prev = f_prev[..., first:, :]
             if J is not None:
@@ -309,9 +342,11 @@ class DEERSolve(NewtonState):
         elif J is None:
             new = f_prev
         else:
-            b = f_prev - _apply(J, self.previous(self.h, self.start), xp)
-            carry, chunk = self.carry(self.start), self.algorithm.chunk_size
-            new = affine_scan(J, b, carry, kernel=self.kernel, chunk_size=chunk)
+            # the Newton step δ = h^(k+1) - h^(k) solves δ_t = Ĵ_t δ_{t-1} + (f_t - h_t),
+            # δ = 0 before the segment: one scan, no products Ĵ_t h_{t-1}
+            old = self.h[..., self.start : self.start + f_prev.shape[-2], :]
+            zero, chunk = xp.zeros_like(self.carry(self.start)), self.algorithm.chunk_size
+            new = old + affine_scan(J, f_prev - old, zero, kernel=self.kernel, chunk_size=chunk)
             self.stats.scans += 1
         if isinstance(self.algorithm.damping, LineSearch):
             new = self.line_search(new)

@@ -34,34 +34,47 @@ def _residual_norms_xp(h: Any, f: Any, atol: float, rtol: float) -> tuple[Any, A
     return rn.max(axis=-1), ratio.max(axis=-1), first
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _residual_row(h, f, atol, rtol, err, q, first, b):  # pragma: no cover - jitted
+    """The norms of batch element ``b``."""
+    T, D = h.shape[1], h.shape[2]
+    e_max = 0.0
+    q_max = 0.0
+    fb = T
+    for t in range(T):
+        e = 0.0
+        s = 0.0
+        for d in range(D):
+            r = abs(h[b, t, d] - f[b, t, d])
+            a = abs(h[b, t, d])
+            # NaN must win: comparisons with NaN are False, so test it explicitly
+            if r > e or r != r:
+                e = r
+            if a > s or a != a:
+                s = a
+        ratio = e / (atol + rtol * s)
+        if e > e_max or e != e:
+            e_max = e
+        if ratio > q_max or ratio != ratio:
+            q_max = ratio
+        if fb == T and not ratio <= 1.0:
+            fb = t
+    err[b] = e_max
+    q[b] = q_max
+    first[b] = fb
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _residual_kernel(h, f, atol, rtol, err, q, first):  # pragma: no cover - jitted
-    B, T, D = h.shape
-    for b in numba.prange(B):
-        e_max = 0.0
-        q_max = 0.0
-        fb = T
-        for t in range(T):
-            e = 0.0
-            s = 0.0
-            for d in range(D):
-                r = abs(h[b, t, d] - f[b, t, d])
-                a = abs(h[b, t, d])
-                # NaN must win: comparisons with NaN are False, so test it explicitly
-                if r > e or r != r:
-                    e = r
-                if a > s or a != a:
-                    s = a
-            ratio = e / (atol + rtol * s)
-            if e > e_max or e != e:
-                e_max = e
-            if ratio > q_max or ratio != ratio:
-                q_max = ratio
-            if fb == T and not ratio <= 1.0:
-                fb = t
-        err[b] = e_max
-        q[b] = q_max
-        first[b] = fb
+    for b in numba.prange(h.shape[0]):
+        _residual_row(h, f, atol, rtol, err, q, first, b)
+
+
+@numba.njit(cache=True, nogil=True)
+def _residual_kernel_serial(h, f, atol, rtol, err, q, first):  # pragma: no cover - jitted
+    """One batch element: no parallel region to start (and wait for on a busy machine)."""
+    for b in range(h.shape[0]):
+        _residual_row(h, f, atol, rtol, err, q, first, b)
 
 
 def residual_norms(h: Any, f: Any, atol: float, rtol: float) -> tuple[Any, Any, int]:
@@ -76,5 +89,6 @@ def residual_norms(h: Any, f: Any, atol: float, rtol: float) -> tuple[Any, Any, 
     err = np.empty(B, dtype=np.float64)
     q = np.empty(B, dtype=np.float64)
     first = np.empty(B, dtype=np.int64)
-    _residual_kernel(hb, fb, float(atol), float(rtol), err, q, first)
+    kernel = _residual_kernel if B > 1 else _residual_kernel_serial
+    kernel(hb, fb, float(atol), float(rtol), err, q, first)
     return err.reshape(batch), q.reshape(batch), int(first.min())

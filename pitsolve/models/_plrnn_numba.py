@@ -37,9 +37,10 @@ _LANES = 8  # partial sums per dot product; the pairwise tree below assumes 8
 
 
 @numba.njit(**_JIT)
-def shplrnn_sequential(a, W1, W2T, h1, h2, clipped, h0, zhat, fa, out):  # pragma: no cover
+def shplrnn_sequential(a, W1, W2T, h1, h2, clipped, h0, zhat, fa, out, pred):  # pragma: no cover
     """Step the (clipped) shPLRNN ``T = out.shape[1]`` times from each ``h0[b]`` into ``out``;
-    forced by ``zhat``, ``fa`` ``(B, T, M)`` unless they are None."""
+    forced by ``zhat``, ``fa`` ``(B, T, M)`` unless they are None, and then writing the
+    predictions :math:`F(\tilde z_{t-1})` (before forcing) into ``pred`` unless it is None."""
     B, T, M = out.shape
     L = h2.shape[0]
     L8 = (L // _LANES) * _LANES
@@ -84,6 +85,9 @@ def shplrnn_sequential(a, W1, W2T, h1, h2, clipped, h0, zhat, fa, out):  # pragm
                     (part[4] + part[5]) + (part[6] + part[7])
                 )
                 zn[i] = a[i] * z[i] + (s + tail) + h1[i]
+            if pred is not None:
+                for i in range(M):
+                    pred[b, t, i] = zn[i]
             if zhat is not None:  # z̃ = (1 - a) F + a ẑ
                 for i in range(M):
                     ai = fa[b, t, i]
@@ -94,9 +98,10 @@ def shplrnn_sequential(a, W1, W2T, h1, h2, clipped, h0, zhat, fa, out):  # pragm
 
 
 @numba.njit(**_JIT)
-def alrnn_sequential(a, WT, h, P, h0, zhat, fa, out):  # pragma: no cover - jitted
+def alrnn_sequential(a, WT, h, P, h0, zhat, fa, out, pred):  # pragma: no cover - jitted
     """Step the ALRNN ``T = out.shape[1]`` times from each ``h0[b]`` into ``out``; forced by
-    ``zhat``, ``fa`` ``(B, T, M)`` unless they are None."""
+    ``zhat``, ``fa`` ``(B, T, M)`` unless they are None, and then writing the predictions
+    (before forcing) into ``pred`` unless it is None."""
     B, T, M = out.shape
     zero = out.dtype.type(0)
     one = out.dtype.type(1)
@@ -118,7 +123,10 @@ def alrnn_sequential(a, WT, h, P, h0, zhat, fa, out):  # pragma: no cover - jitt
             if zhat is not None:  # z̃ = (1 - a) F + a ẑ
                 for i in range(M):
                     ai = fa[b, t, i]
-                    zi = (one - ai) * (a[i] * z[i] + acc[i] + h[i]) + ai * zhat[b, t, i]
+                    fi = a[i] * z[i] + acc[i] + h[i]
+                    if pred is not None:
+                        pred[b, t, i] = fi
+                    zi = (one - ai) * fi + ai * zhat[b, t, i]
                     z[i] = zi
                     out[b, t, i] = zi
             else:
@@ -156,6 +164,19 @@ def _dot8(w, x):  # pragma: no cover - jitted
     return (((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))) + tail
 
 
+@numba.njit(inline="always", **_JIT)
+def _unit(p0, hj, clipped, zero, one):  # pragma: no cover - jitted
+    """``(φ, φ', 1[p > 0])`` of one hidden unit from ``p0 = (W2 z)_j``, ``p = p0 + h2_j``:
+    φ = relu(p) (clipped: relu(p) − relu(p0)); NaN passes, as in ``maximum``. ``zero`` and
+    ``one`` are of the arrays' dtype."""
+    p = p0 + hj
+    o = one if p > zero else zero
+    r = zero if p <= zero else p
+    if clipped:
+        return r - (zero if p0 <= zero else p0), o - (one if p0 > zero else zero), o
+    return r, o, o
+
+
 @numba.njit(**_JIT)
 def _hidden(W2T, h2, clipped, z, phi, m, on):  # pragma: no cover - jitted
     """``phi = φ(W2 z + h2)``, ``m = φ'`` and ``on = 1[W2 z + h2 > 0]`` for one state ``z``."""
@@ -169,66 +190,110 @@ def _hidden(W2T, h2, clipped, z, phi, m, on):  # pragma: no cover - jitted
         for j in range(L):
             phi[j] += W2T[k, j] * zk
     for j in range(L):
-        p0 = phi[j]
-        p = p0 + h2[j]
-        o = one if p > zero else zero
-        r = zero if p <= zero else p  # NaN passes, as in maximum
-        if clipped:
-            m[j] = o - (one if p0 > zero else zero)
-            r -= zero if p0 <= zero else p0
-        else:
-            m[j] = o
-        on[j] = o
-        phi[j] = r
+        phi[j], m[j], on[j] = _unit(phi[j], h2[j], clipped, zero, one)
+
+
+@numba.njit(inline="always", **_JIT)
+def _outer_add(acc, w, x, nb):  # pragma: no cover - jitted
+    """``acc[q, :nb] += w[q] * x[:nb]`` for every q: elementwise over the rows n."""
+    for q in range(acc.shape[0]):
+        wq = w[q]
+        for n in range(nb):
+            acc[q, n] += wq * x[n]
+
+
+#: Rows per block of the batched evaluation: a block's states and outputs, transposed, stay
+#: in the L1 cache while the loop over the hidden units runs.
+_BLOCK = 128
 
 
 @numba.njit(**_PJIT)
-def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, F, J, Dg, PHI, MASK, ON, chunk):
-    """Per row ``n`` of ``H``: ``F = f``, ``J`` (dense, flattened ``(N, M*M)``), ``Dg = diag J``,
+def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MASK, ON, chunk):
+    r"""Per row ``n`` of ``H``: ``F = f``, ``J`` (dense, flattened ``(N, M*M)``), ``Dg = diag J``,
     and the hidden quantities ``PHI``, ``MASK`` (``φ'``), ``ON`` (``1[W2 z + h2 > 0]``).
 
-    An output with zero rows is not computed. ``P`` is ``(M*M, L)`` (the transpose of the
-    model's ``P``) and ``C`` ``(L, M)``.
+    An output with zero rows is not computed. ``P`` is the model's ``(L, M*M)`` and ``C``
+    ``(L, M)``. With forcing arrays ``ZH``, ``FA`` ``(N, M)`` (zero rows: none) the row is
+    first forced, :math:`z = (1 - a) \odot h + a \odot \hat z`, and the Jacobians are those
+    of :math:`h \mapsto f(z)`: ``J`` times :math:`\operatorname{diag}(1 - a)` (its columns),
+    ``Dg`` times :math:`1 - a`.
+
+    Rows go in blocks of ``_BLOCK``, transposed (state index outer, row inner), so that every
+    inner loop runs over rows: elementwise, vectorised without reassociating any sum. Each
+    sum runs over its index in order, whatever the block: :math:`p_j = \sum_k (W_2)_{jk} z_k
+    + (h_2)_j` as in the other kernels, :math:`f_i = (a_i z_i + \sum_j (W_1)_{ij}\phi_j)
+    + (h_1)_i`, :math:`J_q = \sum_j P_{jq} m_j`, so results do not depend on the chunking.
     """  # pragma: no cover - jitted
     N, M = H.shape
     L = h2.shape[0]
+    MM = M * M
+    dt = H.dtype
+    zero = dt.type(0)
+    one = dt.type(1)
     want_f, want_j, want_d = F.shape[0] > 0, J.shape[0] > 0, Dg.shape[0] > 0
     keep_phi, keep_m, keep_on = PHI.shape[0] > 0, MASK.shape[0] > 0, ON.shape[0] > 0
+    forced = ZH.shape[0] > 0
     n_chunks = (N + chunk - 1) // chunk
     for c in numba.prange(n_chunks):
-        phi = np.empty(L, dtype=H.dtype)
-        m = np.empty(L, dtype=H.dtype)
-        on = np.empty(L, dtype=H.dtype)
-        for n in range(c * chunk, min(N, (c + 1) * chunk)):
-            z = H[n]
-            _hidden(W2T, h2, clipped, z, phi, m, on)
-            if want_f:
-                for i in range(M):
-                    F[n, i] = a[i] * z[i] + _dot8(W1[i], phi) + h1[i]
-            if want_j:
-                # J[i, k] = a_i δ_ik + Σ_j m_j W1[i, j] W2[j, k]: one branch-free, vectorised
-                # dot product over the hidden units per entry (P is stored transposed)
-                Jn = J[n]
-                for q in range(M * M):
-                    Jn[q] = _dot8(P[q], m)
-                for i in range(M):
-                    Jn[i * (M + 1)] += a[i]
-            if want_d:
-                for i in range(M):
-                    Dg[n, i] = 0
-                for j in range(L):
-                    mj = m[j]
-                    if mj != 0:
-                        for i in range(M):
-                            Dg[n, i] += mj * C[j, i]
-                for i in range(M):
-                    Dg[n, i] += a[i]
-            if keep_phi:
-                PHI[n] = phi
-            if keep_m:
-                MASK[n] = m
-            if keep_on:
-                ON[n] = on
+        Z = np.empty((M, _BLOCK), dtype=dt)  # the block's (forced) states, transposed
+        S = np.empty((M, _BLOCK), dtype=dt)  # 1 - a
+        Ft = np.empty((M if want_f else 0, _BLOCK), dtype=dt)
+        Jt = np.empty((MM if want_j else 0, _BLOCK), dtype=dt)
+        Dt = np.empty((M if want_d else 0, _BLOCK), dtype=dt)
+        pre = np.empty(_BLOCK, dtype=dt)
+        pre0 = np.empty(_BLOCK, dtype=dt)
+        mk = np.empty(_BLOCK, dtype=dt)
+        on = np.empty(_BLOCK, dtype=dt)
+        stop = min(N, (c + 1) * chunk)
+        for s in range(c * chunk, stop, _BLOCK):
+            nb = min(_BLOCK, stop - s)
+            for n in range(nb):
+                for k in range(M):
+                    if forced:
+                        ak = FA[s + n, k]
+                        S[k, n] = one - ak
+                        Z[k, n] = (one - ak) * H[s + n, k] + ak * ZH[s + n, k]
+                    else:
+                        Z[k, n] = H[s + n, k]
+            Ft[:, :nb] = zero
+            Jt[:, :nb] = zero
+            Dt[:, :nb] = zero
+            for j in range(L):
+                # p = W2 z + h2, summed over k in order as in _hidden
+                for n in range(nb):
+                    pre0[n] = zero
+                for k in range(M):
+                    w = W2T[k, j]
+                    for n in range(nb):
+                        pre0[n] += w * Z[k, n]
+                hj = h2[j]
+                for n in range(nb):
+                    pre[n], mk[n], on[n] = _unit(pre0[n], hj, clipped, zero, one)
+                if want_f:
+                    _outer_add(Ft, W1[:, j], pre, nb)
+                if want_j:
+                    _outer_add(Jt, P[j], mk, nb)
+                if want_d:
+                    _outer_add(Dt, C[j], mk, nb)
+                if keep_phi:
+                    PHI[s : s + nb, j] = pre[:nb]
+                if keep_m:
+                    MASK[s : s + nb, j] = mk[:nb]
+                if keep_on:
+                    ON[s : s + nb, j] = on[:nb]
+            for n in range(nb):
+                if want_f:
+                    for i in range(M):
+                        F[s + n, i] = a[i] * Z[i, n] + Ft[i, n] + h1[i]
+                if want_j:
+                    for i in range(M):
+                        Jt[i * (M + 1), n] += a[i]
+                    for q in range(MM):
+                        J[s + n, q] = Jt[q, n] * S[q % M, n] if forced else Jt[q, n]
+                if want_d:
+                    for i in range(M):
+                        d = Dt[i, n] + a[i]
+                        Dg[s + n, i] = d * S[i, n] if forced else d
 
 
 @numba.njit(**_PJIT)
@@ -344,7 +409,7 @@ def _dot_lanes(w, x, part):  # pragma: no cover - jitted
 @numba.njit(**_JIT)
 def shplrnn_bptt(
     a, W1, W2T, h1, h2, clipped, h0, states, g, zhat, fa,
-    ga, gw1, gw2t, gh1, gh2, h0_bar, zhat_bar, a_bar,
+    ga, gw1, gw2t, gh1, gh2, h0_bar, zhat_bar, a_bar, lam_out,
 ):  # fmt: skip
     r"""BPTT of the (clipped) shPLRNN for the trajectories ``states (B, T, M)`` from ``h0``.
 
@@ -359,6 +424,11 @@ def shplrnn_bptt(
     Forced (``zhat``, ``fa`` given, ``states`` the forced trajectory): first
     ``zhat_bar[b, t] = a_t λ``, ``a_bar[b, t] = (ẑ_t − F(z)) λ`` (F recomputed as in the
     forward step), then λ ← (1 − a_t) λ enters everything above.
+
+    Predictions (``lam_out`` given, ``zhat`` None; ``g`` the cotangents of the predictions
+    :math:`F(\tilde z_{t-1})`, ``states`` the forced trajectory): λ is the carry alone, the
+    cotangent of :math:`\tilde z_t`, stored in ``lam_out[b, t]``; then
+    λ ← (1 − a_t) λ + g_t enters everything above.
     """  # pragma: no cover - jitted
     B, T, M = states.shape
     L = h2.shape[0]
@@ -378,8 +448,14 @@ def shplrnn_bptt(
         for t in range(T - 1, -1, -1):
             z = states[b, t - 1] if t > 0 else h0[b]
             gt = g[b, t]
-            for i in range(M):
-                lam[i] = gt[i] + carry[i]
+            if lam_out is not None:  # the loss is on the predictions: λ ← (1 - a_t) λ + g_t
+                ft, lo = fa[b, t], lam_out[b, t]
+                for i in range(M):
+                    lo[i] = carry[i]
+                    lam[i] = (one - ft[i]) * carry[i] + gt[i]
+            else:
+                for i in range(M):
+                    lam[i] = gt[i] + carry[i]
             # the forward step's hidden quantities, exactly as the forward kernels form them
             for j in range(L):
                 phi[j] = zero
@@ -435,7 +511,7 @@ def shplrnn_bptt(
 
 @numba.njit(**_JIT)
 def alrnn_bptt(
-    a, W, h, P, h0, states, g, zhat, fa, ga, gw, gh, h0_bar, zhat_bar, a_bar
+    a, W, h, P, h0, states, g, zhat, fa, ga, gw, gh, h0_bar, zhat_bar, a_bar, lam_out
 ):  # pragma: no cover - jitted
     r"""BPTT of the ALRNN for the trajectories ``states (B, T, M)`` from ``h0 (B, M)``.
 
@@ -446,6 +522,7 @@ def alrnn_bptt(
 
     Forced (``zhat``, ``fa`` given): first ``zhat_bar[b, t] = a_t λ``,
     ``a_bar[b, t] = (ẑ_t − F(z)) λ``, then λ ← (1 − a_t) λ enters everything above.
+    Predictions (``lam_out`` given, ``zhat`` None): as in :func:`shplrnn_bptt`.
     """
     B, T, M = states.shape
     dt = states.dtype
@@ -463,9 +540,16 @@ def alrnn_bptt(
         for t in range(T - 1, -1, -1):
             z = states[b, t - 1] if t > 0 else h0[b]
             gt = g[b, t]
-            for i in range(M):
-                lam[i] = gt[i] + carry[i]
-                acc[i] = zero
+            if lam_out is not None:  # the loss is on the predictions: λ ← (1 - a_t) λ + g_t
+                ft, lo = fa[b, t], lam_out[b, t]
+                for i in range(M):
+                    lo[i] = carry[i]
+                    lam[i] = (one - ft[i]) * carry[i] + gt[i]
+                    acc[i] = zero
+            else:
+                for i in range(M):
+                    lam[i] = gt[i] + carry[i]
+                    acc[i] = zero
             for k in range(lin):
                 phi[k] = z[k]
             for k in range(lin, M):

@@ -91,7 +91,32 @@ def _numpy_float(h0: Any, M: int) -> bool:
     return True
 
 
-class _ShPLRNNBase(Model):
+class _PredictionLoops:
+    r"""The compiled loops behind :class:`~pitsolve.training.forcing.ForcedPredictionModel`:
+    the forced recurrence :math:`\tilde z_t = (1 - a_t) \odot F(\tilde z_{t-1}) + a_t \odot
+    \hat z_t` with the loss on the predictions :math:`z_t = F(\tilde z_{t-1})`. Flat,
+    C-contiguous NumPy arrays in one dtype; the caller validates."""
+
+    def _sequential_predictions(self, h0: np.ndarray, Z: np.ndarray, A: np.ndarray) -> Any:
+        """The predictions ``(B, T, M)`` of the forced loop from :math:`\tilde z_0` = ``h0``
+        ``(B, M)``, forced by ``Z``, ``A`` ``(B, T, M)``."""
+        return self._sequential(h0, Z.shape[1], Z, A, predictions=True)  # type: ignore[attr-defined]
+
+    def _bptt_predictions(
+        self, H0: np.ndarray, S: np.ndarray, G: np.ndarray, A: np.ndarray
+    ) -> tuple[Params, np.ndarray, np.ndarray]:
+        r"""BPTT with ``G`` the cotangents of the predictions and ``S`` the forced states:
+        :math:`\lambda_t = J(	ilde z_t)^	op \mu_{t+1}` (:math:`\lambda_T = 0`),
+        :math:`\mu_t = g_t + (1 - a_t) \odot \lambda_t`,
+        :math:`ar	heta = \sum_t (\partial F/\partial	heta)(	ilde z_{t-1})^	op \mu_t`.
+        Returns ``(params_bar, h0_bar, lam)``, ``h0_bar`` :math:`= J(	ilde z_0)^	op \mu_1`
+        and ``lam`` ``(B, T, M)`` the :math:`\lambda_t`."""
+        lam = np.empty_like(S)
+        pb, h0_bar, _, _ = self._bptt(H0, S, G, None, A, lam)  # type: ignore[attr-defined]
+        return pb, h0_bar, lam
+
+
+class _ShPLRNNBase(_PredictionLoops, Model):
     """Shared implementation of the shPLRNN and the clipped shPLRNN."""
 
     _clipped: ClassVar[bool] = False
@@ -228,9 +253,14 @@ class _ShPLRNNBase(Model):
             ),
         )
 
-    def _eval(self, h: np.ndarray, *, f: bool = False, jac: str = "", hidden: bool = False) -> Any:
+    def _eval(
+        self, h: np.ndarray, *, f: bool = False, jac: str = "", hidden: bool = False,
+        zhat: Any = None, a: Any = None,
+    ) -> Any:
         """The kernel ``shplrnn_eval`` on ``h (..., M)``; ``jac`` is ``""``, "dense" or "diag".
 
+        With ``zhat`` and ``a`` (of the shape of ``h``) it evaluates at the forced states
+        ``(1 - a) h + a zhat`` and the Jacobians are those in ``h``.
         Returns ``(F, J, PHI, MASK, ON)`` with the rows flattened (None where not requested).
         """
         M, L, dt = self.state_dim, self.hidden_dim, self.dtype
@@ -245,18 +275,21 @@ class _ShPLRNNBase(Model):
 
         F, J, Dg = buf(f, M), buf(dense_in_kernel, M * M), buf(jac == "diag", M)
         PHI, MASK, ON = buf(hidden, L), buf(masks, L), buf(hidden, L)
-        P = (
-            self.cached("PT", lambda: np.ascontiguousarray(self._P().T, dtype=dt))
-            if dense_in_kernel
-            else np.empty((0, L), dtype=dt)
-        )
+        P = self._P() if dense_in_kernel else np.empty((0, M * M), dtype=dt)
         C = self._C() if jac == "diag" else np.empty((0, M), dtype=dt)
-        a, W1, W2T, h1, h2 = self._nb()
+        if zhat is None:
+            ZH = FA = np.empty((0, M), dtype=dt)
+        else:
+            ZH, FA = (np.ascontiguousarray(v.reshape(-1, M)) for v in (zhat, a))
+        a_, W1, W2T, h1, h2 = self._nb()
         _plrnn_numba.shplrnn_eval(
-            a, W1, W2T, h1, h2, P, C, self._clipped, H, F, J, Dg, PHI, MASK, ON, _chunk(N)
-        )
+            a_, W1, W2T, h1, h2, P, C, self._clipped, H, ZH, FA, F, J, Dg, PHI, MASK, ON,
+            _chunk(N),
+        )  # fmt: skip
         if jac == "dense" and not dense_in_kernel:
             J = self._J_from_mask(MASK)
+            if zhat is not None:
+                J *= (1 - FA)[:, None, :]
         return (
             F if f else None,
             {"dense": J, "diag": Dg, "": None}[jac],
@@ -264,6 +297,20 @@ class _ShPLRNNBase(Model):
             MASK if masks else None,
             ON if hidden else None,
         )
+
+    def _forced_eval(self, h: Any, zhat: Any, a: Any, jac: str = "") -> Any:
+        r"""``(f(z), Jacobian of h ↦ f(z))`` at :math:`z = (1 - a) \odot h + a \odot \hat z`
+        in one compiled pass (the Jacobian: ``jac`` ``"dense"`` :math:`J(z)
+        \operatorname{diag}(1 - a)`, ``"diag"``, or ``""`` for None), or None if the arrays do
+        not suit the kernels. The evaluation of
+        :class:`~pitsolve.training.forcing.ForcedPredictionModel`."""
+        if not self._compiled(h, zhat, a):
+            return None
+        M = self.state_dim
+        F, J, *_ = self._eval(h, f=True, jac=jac, zhat=zhat, a=a)
+        if J is not None:
+            J = self._lead(h, J, M, M) if jac == "dense" else self._lead(h, J, M)
+        return self._lead(h, F, M), J
 
     @staticmethod
     def _lead(h: Any, arr: Any, *tail: int) -> Any:
@@ -432,17 +479,22 @@ class _ShPLRNNBase(Model):
         h0, _, Z, A, _ = _forced_setup(self, h0, None, zhat, a, T)
         return self._sequential(h0, T, Z, A)
 
-    def _sequential(self, h0: np.ndarray, T: int, Z: Any, A: Any) -> np.ndarray:
+    def _sequential(
+        self, h0: np.ndarray, T: int, Z: Any, A: Any, predictions: bool = False
+    ) -> np.ndarray:
         """The compiled loop from ``h0 (..., M)``, forced by ``Z``, ``A`` ``(B, T, M)`` unless
-        they are None."""
+        they are None; returns the states, or the predictions (before forcing)."""
         M = self.state_dim
         a, W1, W2T, h1, h2 = self._nb_dtype(h0.dtype)
         batch = h0.shape[:-1]
         h0f = np.ascontiguousarray(h0.reshape(-1, M))
         out = np.empty((h0f.shape[0], T, M), dtype=h0.dtype)
+        pred = np.empty_like(out) if predictions else None
         if out.size:
-            _plrnn_numba.shplrnn_sequential(a, W1, W2T, h1, h2, self._clipped, h0f, Z, A, out)
-        return out.reshape(*batch, T, M)
+            _plrnn_numba.shplrnn_sequential(
+                a, W1, W2T, h1, h2, self._clipped, h0f, Z, A, out, pred
+            )
+        return (out if pred is None else pred).reshape(*batch, T, M)
 
     def _nb_dtype(self, dtype: Any) -> tuple[np.ndarray, ...]:
         """Contiguous ``(a, W1, W2ᵀ, h1, h2)`` in ``dtype`` (the compiled loops' layout)."""
@@ -499,19 +551,22 @@ class _ShPLRNNBase(Model):
         return _bptt_forced_result(pb, h0_bar, None, zb, ab, lead, h0, inputs, zhat, a)
 
     def _bptt(
-        self, H0: np.ndarray, S: np.ndarray, G: np.ndarray, Z: Any, A: Any
+        self, H0: np.ndarray, S: np.ndarray, G: np.ndarray, Z: Any, A: Any, lam: Any = None
     ) -> tuple[Params, np.ndarray, Any, Any]:
-        """The compiled BPTT loop on flat arrays: ``(params_bar, h0_bar, zhat_bar, a_bar)``."""
+        """The compiled BPTT loop on flat arrays: ``(params_bar, h0_bar, zhat_bar, a_bar)``;
+        with ``lam`` (and ``Z`` None) the loss is on the predictions (see
+        :func:`~pitsolve.models._plrnn_numba.shplrnn_bptt`)."""
         dt = S.dtype
         M, L = self.state_dim, self.hidden_dim
         a, W1, W2T, h1, h2 = self._nb_dtype(dt)
         ga, gh1, gh2 = np.zeros(M, dt), np.zeros(M, dt), np.zeros(L, dt)
         gw1, gw2t = np.zeros((M, L), dt), np.zeros((M, L), dt)
         h0_bar = np.zeros_like(H0)
-        zb, ab = _empty_like(Z), _empty_like(A)
+        zb = _empty_like(Z)
+        ab = None if Z is None else _empty_like(A)
         _plrnn_numba.shplrnn_bptt(
             a, W1, W2T, h1, h2, self._clipped, H0, S, G, Z, A,
-            ga, gw1, gw2t, gh1, gh2, h0_bar, zb, ab,
+            ga, gw1, gw2t, gh1, gh2, h0_bar, zb, ab, lam,
         )  # fmt: skip
         pb = Params(a=ga, W1=gw1, W2=np.ascontiguousarray(gw2t.T), h1=gh1, h2=gh2)
         return pb, h0_bar, zb, ab
@@ -567,7 +622,7 @@ class ClippedShPLRNN(_ShPLRNNBase):
     _clipped = True
 
 
-class ALRNN(Model):
+class ALRNN(_PredictionLoops, Model):
     r"""Almost-linear RNN: :math:`z_t = a \odot z_{t-1} + W \Phi(z_{t-1}) + h`.
 
     :math:`\Phi` is the identity on the first ``M - P`` units and relu on the last ``P``;
@@ -733,7 +788,9 @@ class ALRNN(Model):
         h0, _, Z, A, _ = _forced_setup(self, h0, None, zhat, a, T)
         return self._sequential(h0, T, Z, A)
 
-    def _sequential(self, h0: np.ndarray, T: int, Z: Any, A: Any) -> np.ndarray:
+    def _sequential(
+        self, h0: np.ndarray, T: int, Z: Any, A: Any, predictions: bool = False
+    ) -> np.ndarray:
         M = self.state_dim
         dtype = h0.dtype
         a, WT, h = self.cached(
@@ -746,9 +803,10 @@ class ALRNN(Model):
         batch = h0.shape[:-1]
         h0f = np.ascontiguousarray(h0.reshape(-1, M))
         out = np.empty((h0f.shape[0], T, M), dtype=dtype)
+        pred = np.empty_like(out) if predictions else None
         if out.size:
-            _plrnn_numba.alrnn_sequential(a, WT, h, self.relu_units, h0f, Z, A, out)
-        return out.reshape(*batch, T, M)
+            _plrnn_numba.alrnn_sequential(a, WT, h, self.relu_units, h0f, Z, A, out, pred)
+        return (out if pred is None else pred).reshape(*batch, T, M)
 
     def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
         r"""Backpropagation through time (see :meth:`Model.bptt`), a compiled backward loop.
@@ -778,7 +836,7 @@ class ALRNN(Model):
         return _bptt_forced_result(pb, h0_bar, None, zb, ab, lead, h0, inputs, zhat, a)
 
     def _bptt(
-        self, H0: np.ndarray, S: np.ndarray, G: np.ndarray, Z: Any, A: Any
+        self, H0: np.ndarray, S: np.ndarray, G: np.ndarray, Z: Any, A: Any, lam: Any = None
     ) -> tuple[Params, np.ndarray, Any, Any]:
         dt = S.dtype
         M = self.state_dim
@@ -788,8 +846,9 @@ class ALRNN(Model):
         )
         ga, gw, gh = np.zeros(M, dt), np.zeros((M, M), dt), np.zeros(M, dt)
         h0_bar = np.zeros_like(H0)
-        zb, ab = _empty_like(Z), _empty_like(A)
+        zb = _empty_like(Z)
+        ab = None if Z is None else _empty_like(A)
         _plrnn_numba.alrnn_bptt(
-            a, W, h, self.relu_units, H0, S, G, Z, A, ga, gw, gh, h0_bar, zb, ab
+            a, W, h, self.relu_units, H0, S, G, Z, A, ga, gw, gh, h0_bar, zb, ab, lam
         )
         return Params(a=ga, W=gw, h=gh), h0_bar, zb, ab

@@ -248,31 +248,53 @@ def restore_rng(state: Mapping[str, Any]) -> np.random.Generator:
 
 
 _MODEL_BUILDERS = ("ShPLRNN", "ClippedShPLRNN", "ALRNN")
+_OBSERVATIONS = ("Identity", "Affine")
 
 
 def save_model(path: str | os.PathLike[str], model: Any, meta: Mapping[str, Any] | None = None
                ) -> None:
     """Save a shPLRNN-family model's parameters and what is needed to rebuild it, atomically.
 
-    ``meta`` (JSON-able) is stored beside them, e.g. the data's ``dt`` and scaling.
+    An :class:`~pitsolve.training.observation.ObservedModel` of one is saved with its
+    observation model (its type and, for ``Affine``, ``B`` and ``b``). ``meta`` (JSON-able)
+    is stored beside them, e.g. the data's ``dt`` and scaling.
     """
-    name = type(model).__name__
+    from .observation import ObservedModel
+
+    latent, observation = (model.latent, model.observation) if isinstance(
+        model, ObservedModel) else (model, None)
+    name = type(latent).__name__
     if name not in _MODEL_BUILDERS:
         raise TypeError(f"save_model supports {_MODEL_BUILDERS}, got {name}")
-    info = {"model": name, "relu_units": getattr(model, "relu_units", None), **(meta or {})}
+    info = {"model": name, "relu_units": getattr(latent, "relu_units", None), **(meta or {})}
+    if observation is not None:
+        info["observation"] = type(observation).__name__
+        info["differentiate_forcing"] = getattr(observation, "differentiate_forcing", True)
     save_checkpoint(path, {f"params/{k}": np.asarray(v) for k, v in model.params.items()}, info)
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
-    """``(model, meta)`` from a file written by :func:`save_model`."""
+    """``(model, meta)`` from a file written by :func:`save_model` (with its observation
+    model, if it was saved with one)."""
     from .. import models
+    from . import observation as obs
 
     arrays, meta = load_checkpoint(path)
     name = meta.get("model")
     if name not in _MODEL_BUILDERS:
         raise ValueError(f"{os.fspath(path)!r} is not a pitsolve model file (model={name!r})")
     params = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("params/")}
+    latent = {k: v for k, v in params.items() if not k.startswith(obs.PREFIX)}
     cls = getattr(models, name)
-    model = cls.from_params(params, meta["relu_units"]) if name == "ALRNN" else cls.from_params(
-        params)
-    return model, meta
+    model = cls.from_params(latent, meta["relu_units"]) if name == "ALRNN" else cls.from_params(
+        latent)
+    kind = meta.get("observation")
+    if kind is None:
+        return model, meta
+    if kind not in _OBSERVATIONS:
+        raise ValueError(f"{os.fspath(path)!r} has an unknown observation model {kind!r}")
+    if kind == "Identity":
+        return obs.ObservedModel(model, obs.Identity()), meta
+    affine = obs.Affine(params[obs.PREFIX + "B"], params[obs.PREFIX + "b"],
+                        differentiate_forcing=bool(meta.get("differentiate_forcing", True)))
+    return obs.ObservedModel(model, affine), meta

@@ -26,8 +26,9 @@ from ..backends import array_namespace
 from ..models.base import Model, Params
 from ..solution import SolverError
 from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from .forcing import GTF, STF, NoForcing, estimate_alpha, forcing_signal
-from .losses import check_data, forced_loss
+from .forcing import GTF, STF, NoForcing, estimate_alpha
+from .losses import Regularization, check_data, forced_loss
+from .observation import split_observed
 from .optim import OptimizerState, RAdam
 
 __all__ = ["FitResult", "fit"]
@@ -112,11 +113,15 @@ def fit(
     controls: dict[str, Any] | None = None,
     validate: Callable[[Model], float] | None = None,
     validate_every: int = 1,
+    regularization: Regularization | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` (a series ``(T, N)`` or a batch ``(B, T, N)``).
 
     Parameters
     ----------
+    model
+        the model to train; an :class:`~pitsolve.training.observation.ObservedModel` trains
+        its observation model too (checkpoints and the returned models include it).
     forcing
         :class:`GTF` (default ``GTF(alpha="adaptive")``), :class:`STF` or :class:`NoForcing`.
     solver
@@ -145,6 +150,9 @@ def fit(
         every ``validate_every`` epochs. The one-step forced loss does not measure long-term
         reconstruction, so DSR training scores the free-running model on held-out data and
         keeps the best parameters (``FitResult.best_model``).
+    regularization
+        optional :class:`~pitsolve.training.losses.Regularization` (λ_l, λ_o) added to the
+        loss of every step.
     """
     from ..algorithms import DEER
 
@@ -205,11 +213,13 @@ def fit(
             for _ in range(steps_per_epoch):
                 batch = _windows(data, seq_len, batch_size, rng)
                 if getattr(forcing, "adaptive", False) and step % forcing.update_every == 0:
-                    alpha = estimate_alpha(model, forcing_signal(batch, model.state_dim),
-                                           forcing, alpha)
+                    latent, observation = split_observed(model)
+                    zhat = observation.forcing_signal(batch, latent.state_dim)
+                    alpha = estimate_alpha(latent, zhat, forcing, alpha)
                 try:
                     loss, grads, sol = forced_loss(model, batch, forcing=forcing, solver=solver,
-                                                   alpha=alpha, **controls)
+                                                   alpha=alpha, regularization=regularization,
+                                                   **controls)
                 except SolverError as exc:
                     stopped = f"the forward solve failed at epoch {epoch + 1}: {exc}"
                     break

@@ -1,26 +1,36 @@
 r"""The teacher-forced reconstruction loss and its gradient, derived by hand.
 
-For a series :math:`x_0..x_{T-1}` (N observed dimensions) and a model with M ≥ N latent units,
-:math:`\tilde z_0 = \hat z_0`, the forced states :math:`\tilde z_t` (t ≥ 1) solve the forced
-recurrence (:class:`~pitsolve.training.forcing.ForcedModel`), the predictions are
-:math:`z_t = F_\theta(\tilde z_{t-1})` and
+For a series :math:`x_0..x_{T-1}` (N observed dimensions), a model with M latent units and an
+observation model :math:`\hat x = O(z)` with forcing signal :math:`\hat z = O^{-1}(x)`
+(:mod:`~pitsolve.training.observation`; the identity by default), :math:`\tilde z_0 = \hat z_0`,
+the predictions :math:`z_t = F_\theta(\tilde z_{t-1})` of the forced recurrence (MATH.md §6)
+enter the loss
 
 .. math::
 
-    L = \frac{1}{B (T-1) N} \sum_{b,t} \|z_t[:N] - x_t\|^2 .
+    L = \frac{1}{B (T-1) N} \sum_{b,t} \|O(z_t) - x_t\|^2
+        + \lambda_l R_l(\theta) + \lambda_o R_o(\varphi).
 
-With :math:`G_t = \partial L/\partial z_t`, the gradient is the direct part through the
-predictions plus the part through the forced trajectory, by one adjoint solve:
+The forced recurrence is solved in its predictions
+(:class:`~pitsolve.training.forcing.ForcedPredictionModel`,
+:math:`z_t = F(\check z_{t-1})`, :math:`\check z_{t-1} = (1 - a_{t-1}) z_{t-1} + a_{t-1}
+\hat z_{t-1}`), so L depends on the solution's states alone and one adjoint solve with
+:math:`G_t = \partial L/\partial z_t = \partial O^\top \bar x_t` gives the whole gradient
+(MATH.md §4):
 
 .. math::
 
-    \bar\theta = \sum_t (\partial F/\partial\theta)^\top(\tilde z_{t-1}) G_t
-               + \operatorname{vjp}_\theta\big(g\big),\qquad
-    g_{t} = J(\tilde z_{t})^\top G_{t+1}.
+    \mu_t = G_t + (1 - a_t) \odot J(\tilde z_t)^\top \mu_{t+1},\qquad
+    \bar\theta = \sum_t (\partial F/\partial\theta)^\top(\tilde z_{t-1})\, \mu_t ,
+
+with the Jacobians a DEER solve kept at its solution. The observation model's parameters φ
+get :math:`\bar x` directly and, through the forcing signal, the cotangent
+:math:`\bar{\hat z}_t = a_t \odot J(\tilde z_t)^\top \mu_{t+1}` of the adjoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -31,13 +41,62 @@ from ..models.base import Model, Params
 from ..problems import RecurrenceProblem
 from ..solution import SolverError, is_successful
 from ..solve import solve
-from .forcing import GTF, STF, ForcedModel, NoForcing, forcing_signal
+from .forcing import GTF, STF, ForcedModel, ForcedPredictionModel, NoForcing
+from .observation import ObservedModel, split_observed
 
-__all__ = ["check_data", "forced_loss", "forced_problem", "loss_and_grad"]
+__all__ = [
+    "Regularization",
+    "check_data",
+    "forced_loss",
+    "forced_problem",
+    "latent_penalty",
+    "loss_and_grad",
+    "prediction_problem",
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Regularization:
+    r"""The optional regularisers of the GTF reference, added to the loss.
+
+    Parameters
+    ----------
+    latent
+        :math:`\lambda_l`: :math:`\lambda_l \sum_k \|\theta_k - \theta_k^\star\|^2` over the
+        latent model's parameters (:func:`latent_penalty`), :math:`\theta^\star = 1` for the
+        self-connections ``a`` of the shPLRNN family and the ALRNN, 0 for every other array.
+    observation
+        :math:`\lambda_o`: the observation model's regulariser :math:`\lambda_o R_o`
+        (:class:`~pitsolve.training.observation.Affine`: :math:`(1 - s_{\min}/s_{\max})^2`;
+        :class:`~pitsolve.training.observation.Identity` has none).
+    """
+
+    latent: float = 0.0
+    observation: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("latent", "observation"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < np.inf:
+                raise ValueError(f"{name} must be a finite number ≥ 0, got {v!r}")
+
+
+def latent_penalty(model: Model, weight: float) -> tuple[float, Params]:
+    r""":math:`R = \lambda_l \sum_k \|\theta_k - \theta_k^\star\|^2` and
+    :math:`\partial R/\partial\theta_k = 2\lambda_l (\theta_k - \theta_k^\star)`, with
+    :math:`\theta^\star = 1` for ``a`` of the shPLRNN family and the ALRNN (as in the GTF
+    reference), 0 otherwise."""
+    from ..models.plrnn import ALRNN, ClippedShPLRNN, ShPLRNN
+
+    ones = isinstance(model, (ShPLRNN, ClippedShPLRNN, ALRNN))
+    diff = Params({k: v - 1 if (ones and k == "a") else v for k, v in model.params.items()})
+    value = weight * sum(float((d * d).sum()) for d in diff.values())
+    return value, diff.map(lambda d: 2 * weight * d)
 
 
 def check_data(data: Any, model: Model, *, name: str = "data") -> Any:
-    """``data`` as a float array ``(T, N)`` or ``(B, T, N)`` fit for identity forcing."""
+    """``data`` as a float array ``(T, N)`` or ``(B, T, N)`` that the model's observation
+    model (identity: N ≤ M) fits."""
     data = as_float_array(data, name)
     if data.ndim not in (2, 3):
         raise ValueError(
@@ -46,11 +105,8 @@ def check_data(data: Any, model: Model, *, name: str = "data") -> Any:
         )
     if data.shape[-2] < 2:
         raise ValueError(f"{name} must have at least 2 time steps, got {data.shape[-2]}")
-    if data.shape[-1] > model.state_dim:
-        raise ValueError(
-            f"{name} has N={data.shape[-1]} observed dimensions but the model has only "
-            f"{model.state_dim} latent units; identity forcing needs N ≤ M"
-        )
+    latent, observation = split_observed(model)
+    observation.check(data.shape[-1], latent.state_dim)
     if model.input_dim:
         raise ValueError("loss_and_grad trains autonomous models (input_dim = 0) on a series")
     check_finite(data, name)
@@ -58,14 +114,35 @@ def check_data(data: Any, model: Model, *, name: str = "data") -> Any:
 
 
 def forced_problem(model: Model, data: Any, forcing: Any, alpha: float) -> RecurrenceProblem:
-    """The forced recurrence of ``model`` driven by ``data`` as a :class:`RecurrenceProblem`."""
+    """The forced recurrence of ``model`` driven by ``data`` as a :class:`RecurrenceProblem`:
+    :class:`ForcedModel`, states :math:`\\tilde z_1..\\tilde z_{T-1}`."""
+    latent, observation = split_observed(model)
     xp = array_namespace(data)
-    T, N, M = data.shape[-2], data.shape[-1], model.state_dim
-    zhat = forcing_signal(data, M)
+    T, N, M = data.shape[-2], data.shape[-1], latent.state_dim
+    zhat = observation.forcing_signal(data, M)
     a = xp.asarray(forcing.weights(T - 1, M, N, alpha), dtype=data.dtype)
     a = xp.broadcast_to(a, (*data.shape[:-2], T - 1, M))
     inputs = xp.concatenate([zhat[..., 1:, :], a], axis=-1)
-    return RecurrenceProblem(ForcedModel(model), zhat[..., 0, :], inputs=inputs)
+    return RecurrenceProblem(ForcedModel(latent), zhat[..., 0, :], inputs=inputs)
+
+
+def prediction_problem(
+    model: Model, data: Any, forcing: Any, alpha: float, zhat: Any = None
+) -> RecurrenceProblem:
+    r"""The forced recurrence in its predictions, the problem :func:`forced_loss` solves:
+    :class:`ForcedPredictionModel`, states :math:`z_1..z_{T-1}`, :math:`h_0 = \hat z_0`, and
+    inputs ``[ẑ_{t-1}, a_{t-1}]`` with :math:`a_0 = 1` (:math:`\check z_0 = \hat z_0`).
+    ``zhat`` is the forcing signal (default: the observation model's)."""
+    latent, observation = split_observed(model)
+    xp = array_namespace(data)
+    T, N, M = data.shape[-2], data.shape[-1], latent.state_dim
+    if zhat is None:
+        zhat = observation.forcing_signal(data, M)
+    a = np.ones((T - 1, M))
+    a[1:] = forcing.weights(T - 1, M, N, alpha)[: T - 2]
+    a = xp.broadcast_to(xp.asarray(a, dtype=data.dtype), (*data.shape[:-2], T - 1, M))
+    inputs = xp.concatenate([zhat[..., :-1, :], a], axis=-1)
+    return RecurrenceProblem(ForcedPredictionModel(latent), zhat[..., 0, :], inputs=inputs)
 
 
 def loss_and_grad(
@@ -75,6 +152,7 @@ def loss_and_grad(
     forcing: GTF | STF | NoForcing | None = None,
     solver: Any = None,
     alpha: float | None = None,
+    regularization: Regularization | None = None,
     **controls: Any,
 ) -> tuple[float, Params]:
     """The forced reconstruction loss L and dL/dθ (a :class:`Params` like ``model.params``).
@@ -82,9 +160,12 @@ def loss_and_grad(
     Parameters
     ----------
     model
-        an autonomous model (M latent units).
+        an autonomous model (M latent units), or an
+        :class:`~pitsolve.training.observation.ObservedModel` (a model with an observation
+        model, whose parameters are trained too).
     data
-        a series ``(T, N)`` or a batch ``(B, T, N)``, N ≤ M observed dimensions.
+        a series ``(T, N)`` or a batch ``(B, T, N)``; N ≤ M observed dimensions for the
+        identity observation model.
     forcing
         :class:`GTF` (default α = 0.2), :class:`STF` or :class:`NoForcing`.
     solver
@@ -92,8 +173,12 @@ def loss_and_grad(
         GTF-BPTT, ``DEER()`` GTF-DEER, ``NewtonKrylov()`` the matrix-free variant.
     alpha
         the current α for adaptive GTF (default: the forcing's initial α).
+    regularization
+        optional :class:`Regularization` (λ_l, λ_o), added to L.
     controls
-        passed to :func:`pitsolve.solve` (``rtol``, ``maxiter``, ``fallback``, ...).
+        passed to :func:`pitsolve.solve` (``rtol``, ``maxiter``, ``fallback``, ...); the
+        initial guess ``h_init`` of the predictions defaults to the forcing signal
+        :math:`\\hat z_{1..T-1}`.
 
     Raises
     ------
@@ -101,7 +186,7 @@ def loss_and_grad(
         if the forward solve fails (its solution is attached).
     """
     loss, grads, _ = forced_loss(model, data, forcing=forcing, solver=solver, alpha=alpha,
-                                 **controls)
+                                 regularization=regularization, **controls)
     return loss, grads
 
 
@@ -112,9 +197,11 @@ def forced_loss(
     forcing: GTF | STF | NoForcing | None = None,
     solver: Any = None,
     alpha: float | None = None,
+    regularization: Regularization | None = None,
     **controls: Any,
 ) -> tuple[float, Params, Any]:
-    """:func:`loss_and_grad` that also returns the forward :class:`~pitsolve.Solution`."""
+    """:func:`loss_and_grad` that also returns the forward :class:`~pitsolve.Solution` (of
+    :func:`prediction_problem`: its states are the predictions :math:`z_1..z_{T-1}`)."""
     from ..algorithms import DEER  # algorithms sit beside training; imported on use
 
     forcing = GTF() if forcing is None else forcing
@@ -122,24 +209,38 @@ def forced_loss(
     data = check_data(data, model)
     if alpha is None:
         alpha = getattr(forcing, "initial_alpha", 0.0)
-    xp = array_namespace(data)
-    prob = forced_problem(model, data, forcing, alpha)
+    latent, observation = split_observed(model)
+    zhat = observation.forcing_signal(data, latent.state_dim)
+    prob = prediction_problem(latent, data, forcing, alpha, zhat)
+    # the data are the iterative solvers' first guess of the predictions (z_t ≈ ẑ_t once
+    # the model fits): trained models converge in fewer Newton iterations than from h0
+    controls.setdefault("h_init", zhat[..., 1:, :])
     sol = solve(prob, solver, **controls)
     if not is_successful(sol):
         raise SolverError(sol)
-    work = prob.working_model().base
-    prev = xp.concatenate([prob.h0[..., None, :], sol.states[..., :-1, :]], axis=-2)
-    pred = work.f(prev)
     N = data.shape[-1]
-    err = pred[..., :N] - data[..., 1:, :]
+    err = observation.observe(sol.states, N) - data[..., 1:, :]
     count = err.size
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging model gives loss inf/NaN
         loss = float((err * err).sum()) / count
-    G = xp.zeros_like(pred)
-    G[..., :N] = (2.0 / count) * err
-    g_states = xp.zeros_like(sol.states)
-    g_states[..., :-1, :] = work.vjp_h(prev[..., 1:, :], None, G[..., 1:, :])
-    through_states = sol.vjp(g_states).params
-    direct = work.vjp_params(prev, None, G)
-    grads = direct.map(lambda u, v: u + v, through_states)
-    return loss, grads, sol
+    G, obs_grads = observation.observe_vjp(sol.states, (2.0 / count) * err)
+    cot = sol.vjp(G)
+    grads = cot.params
+    reg = Regularization() if regularization is None else regularization
+    if reg.latent:
+        value, penalty = latent_penalty(latent, reg.latent)
+        loss += value
+        grads = grads.map(lambda u, v: u + v, penalty)
+    if not isinstance(model, ObservedModel):
+        return loss, grads, sol
+    if len(obs_grads):
+        # through the forcing signal: ẑ_t enters the inputs of step t + 1 (ẑ_0 also h0)
+        D = latent.state_dim
+        zhat_bar = array_namespace(G).zeros_like(zhat)
+        zhat_bar[..., :-1, :] = cot.inputs[..., :D]
+        zhat_bar[..., 0, :] += cot.h0
+        forcing_grads = observation.forcing_vjp(data, zhat_bar)
+        value, penalty = observation.penalty(reg.observation)
+        loss += value
+        obs_grads = obs_grads.map(lambda u, v, w: u + v + w, forcing_grads, penalty)
+    return loss, model.with_latent_params(grads, obs_grads), sol
