@@ -1,20 +1,25 @@
 """Loss + full gradient on one sequence: GTF-DEER, GTF-quasi-DEER and GTF-Newton–Krylov
 against the Numba GTF-BPTT, and Newton iterations per epoch over an aGTF training run.
 
-    python benchmarks/training.py [--quick] [--T 10000 100000]
+    python benchmarks/training.py [--quick] [--T 10000 100000] [--threads N]
 
 The model is the ``shplrnn_3x50`` recipe (BENCHMARKS.md) and the data ``lorenz63`` (dt = 0.01,
 seed 1, z-scored), forced with GTF α = 0.2. Each route is timed after a warm-up call as the
 median of several runs and printed as a ratio to ``Sequential`` (forward step loop + BPTT,
-both compiled) timed in the same run, with the relative difference of its gradient.
+both compiled) timed in the same run, with the relative difference of its gradient. The
+routes are timed in turn within each repeat, so a change of machine load hits all of them.
+``--threads`` sets Numba's thread count (default: all cores); the load average is printed,
+since on a shared machine parallel regions wait for descheduled threads.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
+import numba
 import numpy as np
 
 import pitsolve as ps
@@ -26,16 +31,6 @@ ROUTES = {
     "GTF-quasi-DEER": ps.DEER(jacobian="diagonal"),
     "GTF-Newton-Krylov": ps.NewtonKrylov(),
 }
-
-
-def timed(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def rel_diff(g, ref):
@@ -51,17 +46,24 @@ def gradient_table(Ts, repeats):
         model = problems.shplrnn_3x50(T=2).model
         data = ps.dsr.lorenz63(T=T, dt=0.01, seed=1)
         forcing = ps.GTF(alpha=0.2)
-        base = None
-        for name, solver in ROUTES.items():
-            def go(solver=solver, model=model, data=data, forcing=forcing):
-                return ps.training.losses.forced_loss(model, data, forcing=forcing, solver=solver,
-                                                      rtol=1e-10, atol=1e-12)
 
-            t, (_, grads, sol) = timed(go, repeats)
-            if base is None:
-                base, ref = t, grads
-            print(f"{T:7d} {name:20s} {t * 1e3:9.2f} {t / base:7.2f} {sol.stats.iterations:5d} "
-                  f"{rel_diff(grads, ref):14.2e}")
+        def go(solver, model=model, data=data, forcing=forcing):
+            return ps.training.losses.forced_loss(model, data, forcing=forcing, solver=solver,
+                                                  rtol=1e-10, atol=1e-12)
+
+        out = {name: go(solver) for name, solver in ROUTES.items()}  # warm-up
+        times = {name: [] for name in ROUTES}
+        for _ in range(repeats):  # interleaved: a change of load hits every route
+            for name, solver in ROUTES.items():
+                t0 = time.perf_counter()
+                out[name] = go(solver)
+                times[name].append(time.perf_counter() - t0)
+        base_name = next(iter(ROUTES))
+        base, ref = statistics.median(times[base_name]), out[base_name][1]
+        for name in ROUTES:
+            t, (_, grads, sol) = statistics.median(times[name]), out[name]
+            print(f"{T:7d} {name:20s} {t * 1e3:9.2f} {t / base:7.2f} "
+                  f"{sol.stats.iterations:5d} {rel_diff(grads, ref):14.2e}")
 
 
 def training_run(epochs):
@@ -83,7 +85,12 @@ def main():
     parser.add_argument("--T", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="Numba threads")
     args = parser.parse_args()
+    if args.threads is not None:
+        numba.set_num_threads(args.threads)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"Numba threads {numba.get_num_threads()}, load average {load}\n")
     gradient_table([10_000] if args.quick else args.T, 1 if args.quick else args.repeats)
     training_run(3 if args.quick else args.epochs)
 

@@ -140,3 +140,12 @@ def test_fused_forced_evaluation_equals_unfused(M, clipped):
     np.testing.assert_array_equal(d, model.diagonal_jacobian(u) * (1 - a))
     np.testing.assert_array_equal(fm.f(h, x), f)
     np.testing.assert_array_equal(fm.jacobian(h, x), J)
+
+
+def test_overflow_propagates_without_warnings():
+    """A diverging model's adjoint overflows to inf/NaN silently, as the compiled loops do
+    (warnings are errors in this suite)."""
+    model = MODELS["shplrnn"]()
+    h0, inputs, states, g = _data(model, (2,), seed=9)
+    p, hb, xb = ForcedPredictionModel(model).bptt(h0, inputs, 1e300 * states, 1e300 * g)
+    assert not np.isfinite(xb).all()

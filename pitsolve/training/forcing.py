@@ -296,13 +296,23 @@ class ForcedPredictionModel(_Forcing):
         """Backpropagation through time (see :meth:`Model.bptt`) of the predictions' recurrence:
         the base model's compiled ``_bptt_predictions`` (one backward pass), or its
         ``bptt_forced`` plus one VJP of each kind, on NumPy arrays; else the generic loop."""
-        from ..models.rnn import _bptt_arrays, _cotangent_like, _sum_to
-
         T = states.shape[-2]
         fast = self._compiled("_bptt_predictions", h0, inputs, states, g)
         forced = self._compiled("bptt_forced", h0, inputs, states, g)
         if (fast is None and forced is None) or inputs.ndim < 2 or inputs.shape[-2] < T:
             return super().bptt(h0, inputs, states, g)
+        # a diverging model overflows here as in the compiled loops: no warnings, inf/NaN out
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._bptt_numpy(h0, inputs, states, g, fast, forced)
+
+    def _bptt_numpy(
+        self, h0: Any, inputs: Any, states: Any, g: Any, fast: Any, forced: Any
+    ) -> tuple[Params, Any, Any]:
+        """:meth:`bptt` on NumPy arrays: ``fast`` (``_bptt_predictions``) or ``forced``
+        (``bptt_forced``) is the base model's compiled loop."""
+        from ..models.rnn import _bptt_arrays, _cotangent_like, _sum_to
+
+        T = states.shape[-2]
         lead, xb, zhat, a, u0, Zs, As = self._unpack(h0, inputs, T)
         D = self.state_dim
         states = np.broadcast_to(states, (*lead, T, D))
