@@ -278,11 +278,13 @@ class ForcedPredictionModel(_Forcing):
 
         T = int(T)
         fast = self._compiled("_sequential_predictions", h0, inputs)
+        if self.base.input_dim or h0.dtype not in (np.float32, np.float64):
+            fast = None
         forced = self._compiled("sequential_forced", h0, inputs)
         if (fast is None and forced is None) or inputs.ndim < 2 or T < 1:
             return step_loop(self, h0, inputs, T)
         lead, xb, _, _, u0, Zs, As = self._unpack(h0, inputs, T)
-        if fast is not None and xb is None and h0.dtype in (np.float32, np.float64):
+        if fast is not None:
             D = self.state_dim
             flat = [np.ascontiguousarray(v, dtype=h0.dtype).reshape(-1, *v.shape[-2:])
                     for v in (Zs, As)]
@@ -298,6 +300,8 @@ class ForcedPredictionModel(_Forcing):
         ``bptt_forced`` plus one VJP of each kind, on NumPy arrays; else the generic loop."""
         T = states.shape[-2]
         fast = self._compiled("_bptt_predictions", h0, inputs, states, g)
+        if self.base.input_dim or states.dtype not in (np.float32, np.float64):
+            fast = None
         forced = self._compiled("bptt_forced", h0, inputs, states, g)
         if (fast is None and forced is None) or inputs.ndim < 2 or inputs.shape[-2] < T:
             return super().bptt(h0, inputs, states, g)
@@ -318,7 +322,7 @@ class ForcedPredictionModel(_Forcing):
         states = np.broadcast_to(states, (*lead, T, D))
         g = np.broadcast_to(g, (*lead, T, D))
         U = (1 - As) * states + As * Zs  # ž_1..ž_{T-1}, then z_T (never a previous state)
-        flat = _bptt_arrays(self.base, u0, xb, U, g) if fast is not None and xb is None else None
+        flat = None if fast is None else _bptt_arrays(self.base, u0, xb, U, g)
         if flat is not None:
             H0, _, S, G, _ = flat
             A = np.ascontiguousarray(As, dtype=S.dtype).reshape(-1, T, D)
