@@ -24,7 +24,8 @@ from . import __version__
 
 __all__ = ["main"]
 
-SOLVERS = ("deer", "quasi-deer", "newton-krylov", "sequential")
+SOLVERS = ("deer", "quasi-deer", "newton-krylov", "sequential", "schwarz")
+ENGINES = ("serial", "threads", "mpi")
 MODELS = ("shplrnn", "clipped", "alrnn")
 
 
@@ -54,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--latent", type=int, default=None, help="latent units M (default N)")
     rec.add_argument("--hidden", type=int, default=50, help="hidden units L (default 50)")
     rec.add_argument("--solver", choices=SOLVERS, default="deer")
+    rec.add_argument("--engine", choices=ENGINES, default="serial",
+                     help="engine of --solver schwarz; mpi: run under mpiexec, rank 0 reports")
+    rec.add_argument("--windows", type=int, default=None,
+                     help="Schwarz windows (default: 4, or the number of MPI ranks if more)")
+    rec.add_argument("--overlap", type=int, default=32, help="Schwarz overlap in steps")
     rec.add_argument("--forcing", default="agtf", help="agtf | gtf:ALPHA | stf:TAU | none")
     rec.add_argument("--epochs", type=int, default=30)
     rec.add_argument("--steps-per-epoch", type=int, default=500)
@@ -96,11 +102,31 @@ def _forcing(spec: str) -> Any:
     raise UsageError(f"--forcing must be agtf, gtf:ALPHA, stf:TAU or none, got {spec!r}")
 
 
-def _solver(name: str) -> Any:
-    from . import DEER, NewtonKrylov, Sequential
+def _solver(args: argparse.Namespace, ranks: int) -> Any:
+    from . import DEER, NewtonKrylov, Schwarz, Sequential
 
+    if args.solver == "schwarz":
+        windows = args.windows if args.windows is not None else max(4, ranks)
+        if args.overlap < 0:
+            raise UsageError(f"--overlap must be ≥ 0, got {args.overlap}")
+        if windows < ranks:
+            raise UsageError(f"--windows {windows} is less than the {ranks} MPI ranks")
+        return Schwarz(windows=windows, overlap=args.overlap, inner=DEER(), engine=args.engine)
+    if args.engine != "serial":
+        raise UsageError(f"--engine {args.engine} needs --solver schwarz")
     return {"deer": DEER(), "quasi-deer": DEER(jacobian="diagonal"),
-            "newton-krylov": NewtonKrylov(), "sequential": Sequential()}[name]
+            "newton-krylov": NewtonKrylov(), "sequential": Sequential()}[args.solver]
+
+
+def _mpi_rank(engine: str) -> tuple[int, int]:
+    """(rank, size) of MPI.COMM_WORLD with ``--engine mpi``, else (0, 1)."""
+    if engine != "mpi":
+        return 0, 1
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise UsageError("--engine mpi needs mpi4py: pip install 'pitsolve[mpi]'") from None
+    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
 
 
 def _model(kind: str, latent: int, hidden: int, seed: int) -> Any:
@@ -244,7 +270,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
     if args.lr <= 0 or not math.isfinite(args.lr):
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
     t_start = time.perf_counter()
-    forcing, solver = _forcing(args.forcing), _solver(args.solver)
+    rank, ranks = _mpi_rank(args.engine)
+    forcing, solver = _forcing(args.forcing), _solver(args, ranks)
+    if rank > 0:  # every rank trains in lockstep; rank 0 alone reports and writes the outputs
+        args.quiet = True
     x, n_eval, data_meta, what = _load_data(args)
     dt, truth_lyap = data_meta["dt"], data_meta["lyapunov_truth"]
     train, val, test = _split(x, n_eval)
@@ -259,9 +288,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
     ckpt = out / "checkpoint.npz"
     if args.resume and not ckpt.exists():
         raise UsageError(f"--resume: no checkpoint at {ckpt}")
-    print(f"pitsolve reconstruct: {what}, {len(train)} training steps, "
-          f"{type(model).__name__}(M={latent}, L={args.hidden}), forcing {args.forcing}, "
-          f"solver {args.solver}, seed {args.seed}", file=sys.stderr)
+    if rank == 0:
+        print(f"pitsolve reconstruct: {what}, {len(train)} training steps, "
+              f"{type(model).__name__}(M={latent}, L={args.hidden}), forcing {args.forcing}, "
+              f"solver {args.solver}, seed {args.seed}", file=sys.stderr)
     total = args.epochs * args.steps_per_epoch
     lr = optim.ExponentialDecay(lr_start=args.lr, lr_end=args.lr * 1e-2, steps=total)
     val_record: list[dict[str, float]] = []
@@ -277,6 +307,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     train_time = time.perf_counter() - t_start
+    if rank > 0:
+        return 0
     evals = {}
     gens = {}
     for name, m in (("best", result.best_model), ("final", result.model)):

@@ -139,3 +139,15 @@ def test_default_configuration(tmp_path):
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert np.isfinite(report["best"]["D_stsp"])
     assert Path(tmp_path / "run" / "reconstruction.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--engine", "threads"], "--engine threads needs --solver schwarz"),
+     (["--solver", "schwarz", "--overlap", "-1"], "--overlap must be ≥ 0"),
+     (["--solver", "schwarz", "--windows", "0"], "windows must be ≥ 1")],
+)
+def test_schwarz_options_are_checked(tmp_path, args, message):
+    res = run("reconstruct", *TINY, *args, "--out", str(tmp_path / "run"))
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr

@@ -175,6 +175,10 @@ def fit(
         per_step = (seq_len or 1) * batch_size
         steps_per_epoch = 1 if seq_len is None else max(1, math.ceil(total / per_step))
     path = None if checkpoint is None else os.fspath(checkpoint)
+    if getattr(solver, "objective", "global") == "local":
+        return _fit_local(model, data, forcing, solver, optimizer, epochs, steps_per_epoch,
+                          seq_len, callbacks, progress, path, resume, controls, validate,
+                          validate_every)
 
     params = model.params
     opt_state = optimizer.init(params)
@@ -295,3 +299,33 @@ def _save(path: str, params: Params, opt_state: OptimizerState, rng: np.random.G
         arrays.update({f"best/{k}": np.asarray(v) for k, v in best[2].items()})
         arrays["best/epoch"] = np.asarray(best[1])
     save_checkpoint(path, arrays, meta)
+
+
+def _fit_local(model: Model, data: Any, forcing: Any, solver: Any, optimizer: Any, epochs: int,
+               steps_per_epoch: int, seq_len: int | None,
+               callbacks: Sequence[Callable[[dict[str, Any]], Any]], progress: bool,
+               path: str | None, resume: bool, controls: dict[str, Any],
+               validate: Callable[[Model], float] | None, validate_every: int) -> FitResult:
+    """``fit`` with ``Schwarz(objective="local")``: see :mod:`pitsolve.training.local`."""
+    from .local import fit_local
+
+    if seq_len is not None:
+        raise ValueError(
+            "local-objective training (Schwarz(objective='local')) decomposes the whole series "
+            "in time: pass seq_len=None"
+        )
+    if path is not None or resume:
+        raise ValueError(
+            "checkpoints are not supported with Schwarz(objective='local') yet; train with "
+            "objective='global' to checkpoint"
+        )
+    out = fit_local(model, data, forcing=forcing, solver=solver, optimizer=optimizer,
+                    epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                    progress=progress, controls=controls, validate=validate,
+                    validate_every=validate_every)
+    best = out["best"]
+    best_model = out["model"] if best[2] is None else best[2]
+    return FitResult(model=out["model"], loss_history=out["losses"], alpha_history=out["alphas"],
+                     stats=out["stats"], epochs=len(out["losses"]), stopped=out["stopped"],
+                     validation_history=out["validation"], best_model=best_model,
+                     best_score=best[0], best_epoch=best[1] or len(out["losses"]))
