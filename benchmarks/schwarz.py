@@ -25,15 +25,22 @@ import statistics
 import subprocess
 import sys
 import time
+import timeit
 from pathlib import Path
 
 import numpy as np
-from training import timed  # benchmarks/training.py: warm-up, then the median
 
 import pitsolve as ps
 from pitsolve.testing import problems
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
+
+
+def timed(fn, repeats):
+    """(median seconds over ``repeats`` calls after one warm-up call, the last result)."""
+    out = [fn()]
+    seconds = timeit.repeat(lambda: out.append(fn()), number=1, repeat=repeats)
+    return statistics.median(seconds), out[-1]
 
 
 def overlap_for(T):
