@@ -1,6 +1,7 @@
 """DEER, quasi-DEER, Picard, damped DEER and Newton–Krylov against the Numba sequential loop.
 
     python benchmarks/deer.py [--quick] [--T 10000 100000] [--problems shplrnn_3x50 ...]
+    python benchmarks/deer.py --memory [--T 10000 100000]   # NewtonKrylov on elman_256 only
 
 For each standard problem (``pitsolve.testing.problems``, BENCHMARKS.md) and T, every algorithm
 is timed after a warm-up call (JIT compilation) as the median of several runs, and printed as a
@@ -8,12 +9,22 @@ ratio to ``Sequential`` (the compiled step loop) timed in the same run, with ite
 return code, the error against the sequential trajectory and peak memory (NumPy allocations
 traced by ``tracemalloc`` in a separate run, so tracing does not distort the timings).
 Combinations whose dense Jacobians would not fit are skipped with the bytes they would need.
+
+For ``elman_256`` the script also measures ``NewtonKrylov()`` (defaults) alone in a fresh
+process: the whole process's maximum resident set size (``getrusage``; the imports, the problem
+and a small warm-up solve before it are reported separately), ``stats.peak_bytes`` (the
+trajectory plus the work arrays of the longest window), the windows, the Newton and Krylov
+iterations and the wall time, against the bytes dense DEER's (T, D, D) Jacobians would hold.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -69,6 +80,41 @@ def skip_reason(name, alg, model, T):
     return None
 
 
+def nk_memory_child(T):
+    """In a fresh process: solve elman_256 with NewtonKrylov() and print the figures as JSON."""
+    ps.solve(problems.elman_256(T=50).problem(), ps.NewtonKrylov())  # JIT caches, warm-up
+    prob = problems.elman_256(T=T).problem()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    alg = ps.NewtonKrylov()
+    t0 = time.perf_counter()
+    sol = ps.solve(prob, alg, rtol=1e-8, atol=1e-10, maxiter=100)
+    wall = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    s = sol.stats
+    figures = dict(
+        T=T, max_rss=rss, rss_before=before, peak_bytes=s.peak_bytes, window=s["window"],
+        windows=s["windows"], restart=alg.restart, iterations=s.iterations,
+        krylov=s.krylov_iterations, wall=wall, retcode=sol.retcode.name,
+    )
+    figures["max_err"] = float(np.max(np.abs(sol.states - ps.solve(prob, ps.Sequential()).states)))
+    print(json.dumps(figures))
+
+
+def nk_memory(T):
+    """Run :func:`nk_memory_child` in a fresh interpreter (so that nothing else this script
+    allocated counts) and print one line."""
+    out = subprocess.run([sys.executable, __file__, "--nk-memory-child", str(T)],
+                         capture_output=True, text=True, check=True).stdout
+    f = json.loads(out.strip().splitlines()[-1])
+    D = 256
+    print(f"{'elman_256':22s} {T:7d} NewtonKrylov() alone: max RSS {f['max_rss'] / 1e6:.0f} MB "
+          f"({f['rss_before'] / 1e6:.0f} MB before the solve), stats.peak_bytes "
+          f"{f['peak_bytes'] / 1e6:.0f} MB, {f['windows']} window(s) of {f['window']} steps, "
+          f"restart {f['restart']}, {f['iterations']} Newton / {f['krylov']} Krylov iterations, "
+          f"{f['wall']:.1f} s, {f['retcode']}, max err {f['max_err']:.1e}; dense DEER's "
+          f"Jacobians alone: {T * D * D * 8 / 1e9:.1f} GB")
+
+
 def run(problem_names, Ts, repeats):
     print(f"{'problem':22s} {'T':>7s} {'algorithm':13s} {'time ms':>9s} {'ratio':>7s} "
           f"{'iters':>5s} {'retcode':10s} {'max err':>9s} {'peak MB':>8s}")
@@ -96,9 +142,7 @@ def run(problem_names, Ts, repeats):
                       f"{sol.stats.iterations:5d} {sol.retcode.name:10s} {err:9.1e} "
                       f"{mem / 1e6:8.1f}")
             if pname == "elman_256":
-                D = model.state_dim
-                print(f"{'':22s} {T:7d} dense DEER would hold {T * D * D * 8 / 1e9:.1f} GB of "
-                      "Jacobians alone")
+                nk_memory(T)
 
 
 def main():
@@ -108,8 +152,18 @@ def main():
     parser.add_argument("--problems", nargs="+",
                         default=["shplrnn_3x50", "chaotic_clipped_3x50", "gru_64", "elman_256"])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory", action="store_true",
+                        help="only NewtonKrylov's memory on elman_256, each T in a fresh process")
+    parser.add_argument("--nk-memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.nk_memory_child:
+        nk_memory_child(args.nk_memory_child)
+        return
     Ts = [10_000] if args.quick else args.T
+    if args.memory:
+        for T in Ts:
+            nk_memory(T)
+        return
     run(args.problems, Ts, 1 if args.quick else args.repeats)
 
 

@@ -12,9 +12,9 @@ Jacobians whatever algorithm solved the forward pass (MATH.md §4):
 
 Three routes compute λ, chosen by the solver that produced the solution
 (``sol.stats["adjoint"]``): ``"scan"`` (one transposed parallel scan of the Jacobians),
-``"matrix-free"`` (GMRES on :math:`J_F^\top\lambda = g` with VJPs only, preconditioned by the
-transposed diagonal scan: no (T, D, D) array) and ``"bptt"`` (the model's sequential backward
-loop, compiled for built-in models).
+``"matrix-free"`` (GMRES on :math:`J_F^\top\lambda = g` with VJPs only, from the model's
+``linearize`` evaluated once, preconditioned by the transposed diagonal scan: no (T, D, D)
+array) and ``"bptt"`` (the model's sequential backward loop, compiled for built-in models).
 
 For the affine recurrence :math:`h_t = A_t h_{t-1} + b_t` and a cotangent
 :math:`g_t = \partial L / \partial h_t`, one transposed scan gives
@@ -35,6 +35,7 @@ import numpy as np
 from ._validation import as_float_array
 from .backends import array_namespace
 from .kernels import affine_scan_transpose
+from .models.base import linearize
 from .problems import LinearRecurrenceProblem, RecurrenceProblem
 from .solution import Solution, register_vjp
 
@@ -122,13 +123,18 @@ def _lambda_matrix_free(model: Any, prev: Any, x: Any, g: Any, kernel: str, rtol
     else:
         from scipy.sparse.linalg import LinearOperator, gmres
     shape, n, dtype = g.shape, g.size, g.dtype
-    prev_next, x_next = prev[..., 1:, :], None if x is None else x[..., 1:, :]
+    # J_{t+1} for t < T, linearised once: each product is then a VJP without evaluating f
+    lin = None
+    if shape[-2] > 1:
+        lin = linearize(model, prev[..., 1:, :], None if x is None else x[..., 1:, :])
 
     def jvp_FT(lam: Any) -> Any:
         lam = lam.reshape(shape)
-        out = lam.copy()
-        out[..., :-1, :] -= model.vjp_h(prev_next, x_next, lam[..., 1:, :])
-        return out.ravel()
+        out = xp.empty_like(lam)
+        out[..., -1, :] = 0
+        if lin is not None:
+            lin.vjp(lam[..., 1:, :], out=out[..., :-1, :])
+        return xp.subtract(lam, out, out=out).reshape(-1)
 
     d = model.diagonal_jacobian(prev, x)
 

@@ -153,7 +153,15 @@ def initial_guess(problem: RecurrenceProblem, h_init: Any) -> Any:
 
 class NewtonState(SolverState):
     """What every trajectory-Newton solver shares: the iterate, its residual, the best
-    iterate, the converged prefix and the stopping tests."""
+    iterate, the converged prefix and the stopping tests.
+
+    Newton works on the *active segment* ``[start, stop)`` of the time axis: steps before
+    ``start`` are converged and frozen, and so are never touched again. By default
+    ``stop = T``. A solver may instead solve the time axis in consecutive *windows*
+    ``[origin, stop)`` (:meth:`advance_window`): exact by causality, since the steps of a window
+    depend only on the steps before it, which are converged. The best iterate is kept for the
+    current window only, and ``maxiter`` counts the iterations of one window.
+    """
 
     def __init__(self, problem: RecurrenceProblem, algorithm: Any, controls: Controls):
         super().__init__(problem, algorithm, controls)
@@ -162,10 +170,34 @@ class NewtonState(SolverState):
         self.rtol, self.atol = controls.tolerances(problem.dtype)
         self.h = initial_guess(problem, controls.h_init)
         self.start = 0  # steps before `start` are converged and frozen
-        self.best = self.h.copy()
-        self.best_err = np.full(problem.batch_shape, np.inf)
-        self.best_q = np.full(problem.batch_shape, np.inf)
+        self.window = self.window_length()
+        self.stop = self.window  # the active segment is [start, stop)
+        self.origin = 0  # the current window is [origin, stop)
+        self.window_began = 0  # stats.iterations when the current window began
+        self.reset_best()
+
+    def window_length(self) -> int:
+        """Steps per window: T (one window) unless a solver overrides it."""
+        return self.problem.T
+
+    def reset_best(self) -> None:
+        """Forget the best iterate: start recording it afresh on the current window."""
+        self.best = self.h[..., self.origin : self.stop, :].copy()
+        self.best_err = np.full(self.problem.batch_shape, np.inf)
+        self.best_q = np.full(self.problem.batch_shape, np.inf)
         self.stalled_for = 0
+
+    def advance_window(self) -> None:
+        """Freeze the current window (converged) and make the next ``window`` steps the
+        active segment."""
+        self.start = self.origin = self.stop
+        self.stop = min(self.stop + self.window, self.problem.T)
+        self.window_began = self.stats.iterations
+        self.reset_best()
+
+    def segment(self, h: Any) -> Any:
+        """The active segment ``[start, stop)`` of the trajectory ``h`` (a view)."""
+        return h[..., self.start : self.stop, :]
 
     # -- pieces of the trajectory ------------------------------------------------------------
     def carry(self, start: int) -> Any:
@@ -173,49 +205,61 @@ class NewtonState(SolverState):
         return self.problem.h0 if start == 0 else self.h[..., start - 1, :]
 
     def previous(self, h: Any, start: int) -> Any:
-        """h_{t-1} for t in [start, T), from the trajectory ``h`` (full length)."""
+        """h_{t-1} for t in [start, stop), from the trajectory ``h`` (full length)."""
         xp = self.xp
-        return xp.concatenate([self.carry(start)[..., None, :], h[..., start:-1, :]], axis=-2)
+        inner = h[..., start : self.stop - 1, :]
+        return xp.concatenate([self.carry(start)[..., None, :], inner], axis=-2)
 
     def inputs(self, start: int) -> Any:
+        """x_t for t in [start, stop), or None."""
         x = self.problem.inputs
-        return None if x is None else x[..., start:, :]
+        return None if x is None else x[..., start : self.stop, :]
 
     def finish(self, code: ReturnCode, states: Any, converged: Any) -> None:
         self.retcode, self.states, self.converged, self.done = code, states, converged, True
 
     def finish_with_best(self, code: ReturnCode) -> None:
-        """Stop with the best iterate of every batch element; elements whose best iterate met
-        the tolerance are reported converged."""
-        self.finish(code, self.best, self.best_q <= 1)
+        """Stop with the best iterate of every batch element on the current window (after
+        the converged windows before it); elements whose best iterate met the tolerance are
+        reported converged if this is the last window."""
+        self.h[..., self.origin : self.stop, :] = self.best
+        last = self.stop == self.problem.T
+        self.finish(code, self.h, (self.best_q <= 1) & last)
 
     def test(self, f_prev: Any) -> int | None:
         """Record the residual of the current iterate and stop if converged or failed.
 
         Returns the number of leading steps of the active segment that have converged in
-        every batch element (None once done).
+        every batch element (None once done). The whole segment, ``stop - start``, is
+        returned only when it converged and is not the last window: the caller moves on with
+        :meth:`advance_window`.
         """
         xp = self.xp
         if not bool(xp.isfinite(f_prev).all()):
             self.finish_with_best(ReturnCode.NonFinite)
             return None
-        err, q, first = residual_norms(self.h[..., self.start :, :], f_prev, self.atol, self.rtol)
+        err, q, first = residual_norms(self.segment(self.h), f_prev, self.atol, self.rtol)
         err = np.asarray(_to_host(err), dtype=float)
         q = np.asarray(_to_host(q), dtype=float)
         self.stats.residual_history.append(float(err.max()) if err.size else 0.0)
         improved = err < self.best_err
         if improved.any():
-            mask = xp.asarray(improved)[..., None, None]
-            self.best = xp.where(mask, self.h, self.best)
+            window = self.h[..., self.origin : self.stop, :]
+            if improved.all():
+                self.best[...] = window
+            else:
+                self.best = xp.where(xp.asarray(improved)[..., None, None], window, self.best)
             self.best_err = np.where(improved, err, self.best_err)
             self.best_q = np.where(improved, q, self.best_q)
         if (q <= 1).all():
+            if self.stop < self.problem.T:
+                return self.stop - self.start
             self.finish(ReturnCode.Success, self.h, np.ones(q.shape, dtype=bool))
             return None
         if (err > self.algorithm.divergence_factor * self.best_err).any():
             self.finish_with_best(ReturnCode.Diverged)
             return None
-        if self.stats.iterations >= self.controls.maxiter:
+        if self.stats.iterations - self.window_began >= self.controls.maxiter:
             self.finish_with_best(ReturnCode.MaxIters)
             return None
         return first
@@ -234,9 +278,9 @@ class NewtonState(SolverState):
         if not bool(xp.isfinite(segment).all()):
             self.finish_with_best(ReturnCode.NonFinite)
             return
-        step = xp.abs(segment - self.h[..., self.start :, :]).max()
+        step = xp.abs(segment - self.segment(self.h)).max()
         size = self.atol + self.rtol * xp.abs(segment).max()
-        self.h[..., self.start :, :] = segment
+        self.segment(self.h)[...] = segment
         self.stats.iterations += 1
         self.stalled_for = self.stalled_for + 1 if float(step) <= float(size) * 1e-3 else 0
         if self.stalled_for >= 3:
@@ -312,7 +356,7 @@ class DEERSolve(NewtonState):
         xp = self.xp
         self.stats.function_evals += 1
         f_prev = self.model.f(self.previous(h, self.start), self.inputs(self.start))
-        r = h[..., self.start :, :] - f_prev
+        r = self.segment(h) - f_prev
         phi = 0.5 * (r * r).sum(axis=(-2, -1))
         return xp.where(xp.isfinite(phi), phi, xp.inf)
 
@@ -355,7 +399,7 @@ class DEERSolve(NewtonState):
     def levenberg_marquardt(self, f_prev: Any, J: Any) -> Any:
         """An accepted LM step (λ adapted by accept/reject on ½‖r‖²), or None if none."""
         xp, lm = self.xp, self.algorithm.damping
-        old = self.h[..., self.start :, :]
+        old = self.segment(self.h)
         r = old - f_prev
         shape = r.shape
         B = int(np.prod(shape[:-2], dtype=int))
@@ -376,7 +420,7 @@ class DEERSolve(NewtonState):
             delta = lm_smoother(F, -r.reshape(B, *shape[-2:]), self.lam, scan=scan,
                                 scan_reverse=scan_reverse).reshape(shape)
             self.stats.scans += 2
-            trial[..., self.start :, :] = old + delta
+            self.segment(trial)[...] = old + delta
             phi = self.merit(trial)
             if bool((phi < phi0).all()):
                 lams.append(self.lam)
@@ -390,14 +434,14 @@ class DEERSolve(NewtonState):
 
     def line_search(self, new: Any) -> Any:
         xp, ls = self.xp, self.algorithm.damping
-        old = self.h[..., self.start :, :]
+        old = self.segment(self.h)
         delta = truncate_at_nonfinite(new - old, xp)
         phi0 = self.merit(self.h)
         s = xp.ones(self.problem.batch_shape, dtype=self.problem.dtype)
         accepted = xp.zeros(self.problem.batch_shape, dtype=bool)
         trial = self.h.copy()
         for _ in range(ls.max_backtracks):
-            trial[..., self.start :, :] = old + s[..., None, None] * delta
+            self.segment(trial)[...] = old + s[..., None, None] * delta
             phi = self.merit(trial)
             ok = phi <= (1 - 2 * ls.armijo * s) * phi0
             accepted = accepted | ok

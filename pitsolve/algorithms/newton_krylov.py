@@ -6,11 +6,24 @@ Each Newton step solves :math:`J_F\,\delta = -r` inexactly with restarted GMRES,
 
     (J_F v)_t = v_t - J_t v_{t-1}, \qquad v_0 = 0,
 
-uses only the model's hand-derived JVP :math:`J_t v_{t-1}`. The preconditioner is the
-quasi-DEER operator (identity minus the diagonal sub-diagonal), whose inverse is one diagonal
-scan. The inner tolerance follows Eisenstat & Walker (1996), choice 2:
-:math:`\eta_k = \gamma (\|r_k\| / \|r_{k-1}\|)^2`, safeguarded. No (T, D, D) array is ever
-allocated: memory is O(T·D·restart). GMRES is SciPy's on NumPy arrays and CuPy's on CuPy arrays.
+uses only products with the model's Jacobians :math:`J_t = \partial f/\partial h\,(h_{t-1},
+x_t)`. They come from the model's ``linearize`` (:class:`~pitsolve.models.base.Linearization`),
+evaluated once per Newton step: for a model that caches its Jacobians' factors there (Elman:
+:math:`1 - y_t^2`), each GMRES iteration costs one matrix product over all steps and no
+evaluation of f. The preconditioner is the quasi-DEER operator (identity minus the diagonal
+sub-diagonal), whose inverse is one diagonal scan. The inner tolerance follows Eisenstat &
+Walker (1996), choice 2: :math:`\eta_k = \gamma (\|r_k\| / \|r_{k-1}\|)^2`, safeguarded. No
+(T, D, D) array is ever allocated.
+
+**Memory and windows.** GMRES keeps ``restart + 1`` Krylov vectors of the size of the
+trajectory, and the step needs about ten more (the right-hand side, the preconditioner's
+diagonals, the cached linearization, GMRES's solution, residual and work vectors, the best
+iterate). To bound this, the time axis is solved in consecutive *windows* of L steps, each by
+Newton–Krylov from the converged end state of the window before: exact by causality (the steps
+of a window depend only on earlier steps), and every step's residual meets the same tolerance
+as in a whole-trajectory solve. Work arrays are then O(L·D·restart), independent of T;
+L follows from ``max_bytes`` unless ``window`` sets it. GMRES is SciPy's on NumPy arrays and
+CuPy's on CuPy arrays.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels import affine_scan
+from ..models.base import linearize
 from ..problems import RecurrenceProblem
 from ..solve import Algorithm, Controls, register
 from .base import select_backend
@@ -31,15 +45,20 @@ __all__ = ["NewtonKrylov"]
 _FORCING = ("eisenstat-walker", "constant")
 _PRECONDITIONERS = ("diagonal-scan", "none")
 
+#: window-sized work arrays of one Newton step besides the Krylov basis: best iterate,
+#: right-hand side, preconditioner diagonals, cached linearization, and in GMRES the solution,
+#: the residual, A·v, M⁻¹A·v and one Gram–Schmidt temporary, plus one spare.
+_WORK_ARRAYS = 10
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NewtonKrylov(Algorithm):
-    """Inexact Newton with GMRES on matrix-free Jacobian-vector products.
+    r"""Inexact Newton with GMRES on matrix-free Jacobian-vector products.
 
     Parameters
     ----------
     restart
-        GMRES restart length (Krylov vectors kept; memory ≈ restart · T · D numbers).
+        GMRES restart length (Krylov vectors kept).
     max_krylov
         inner iterations at most per Newton step.
     forcing
@@ -52,6 +71,33 @@ class NewtonKrylov(Algorithm):
         kernels of the preconditioner scan.
     divergence_factor
         report ``Diverged`` when the residual exceeds this multiple of the best.
+    window
+        solve the time axis in consecutive windows of this many steps (None: from
+        ``max_bytes``). Each window is solved from the converged end state of the one before.
+    max_bytes
+        memory for the work arrays, the trajectory itself not counted. With ``window=None``
+        the time axis is cut into the fewest windows of (nearly) equal length L with
+        :math:`(\text{restart} + 1 + 10)\cdot B\cdot L\cdot D\cdot\text{itemsize} \le`
+        ``max_bytes`` (B the batch size; L ≥ 1 step); None: one window of T steps.
+
+    Notes
+    -----
+    ``stats.peak_bytes`` is the trajectory plus the estimate above for the longest window,
+    and ``stats["windows"]``, ``stats["window"]`` the number and length of the windows;
+    ``maxiter`` bounds the Newton iterations of each window.
+
+    Measured on the ``elman_256`` benchmark (D = 256, float64, rtol 1e-8, defaults;
+    ``python benchmarks/deer.py --memory``; shared 2-core VM):
+
+    ======  ============  =====================  ==============  ======================
+    T       windows       Newton (Krylov) its.   max RSS         ``stats.peak_bytes``
+    ======  ============  =====================  ==============  ======================
+    10⁴     2 × 5000      10 (125)               569 MB          338 MB
+    10⁵     12 × 8334     60 (745)               974 MB          734 MB
+    ======  ============  =====================  ==============  ======================
+
+    (whole process; 212 MB of it precede the solve). Before windows and ``linearize``, one
+    window of T = 10⁵ peaked at 7.5 GB; dense DEER would hold 52 GB of Jacobians.
     """
 
     restart: int = 20
@@ -62,6 +108,8 @@ class NewtonKrylov(Algorithm):
     backend: str = "auto"
     chunk_size: int | None = None
     divergence_factor: float = 1e6
+    window: int | None = None
+    max_bytes: int | None = 512 * 2**20
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,6 +125,29 @@ class NewtonKrylov(Algorithm):
                 raise ValueError(f"{name} must be an integer ≥ 1, got {v!r}")
         if not 0 < self.eta < 1:
             raise ValueError(f"eta must lie in (0, 1), got {self.eta}")
+        w = self.window
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise ValueError(f"window must be None or an integer ≥ 1, got {w!r}")
+        m = self.max_bytes
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0):
+            raise ValueError(f"max_bytes must be None or a number of bytes > 0, got {m!r}")
+
+    def work_bytes_per_step(self, problem: RecurrenceProblem) -> int:
+        """Bytes of work arrays per time step of a window (batch included)."""
+        B = int(np.prod(problem.batch_shape, dtype=int))
+        itemsize = np.dtype(problem.dtype).itemsize
+        return (self.restart + 1 + _WORK_ARRAYS) * B * problem.D * itemsize
+
+    def window_length(self, problem: RecurrenceProblem) -> int:
+        """The number of steps per window for ``problem`` (see ``window``, ``max_bytes``)."""
+        T = problem.T
+        if self.window is not None:
+            return min(self.window, T)
+        if self.max_bytes is None:
+            return T
+        longest = int(min(T, max(1, self.max_bytes // self.work_bytes_per_step(problem))))
+        windows = -(-T // longest)
+        return -(-T // windows)  # as many windows as needed, of (nearly) equal length
 
 
 def _gmres(xp: Any) -> Any:
@@ -94,51 +165,88 @@ class NewtonKrylovSolve(NewtonState):
         super().__init__(problem, algorithm, controls)
         backend = select_backend(problem, algorithm.backend, controls.backend)
         self.kernel = "numba" if backend == "numba" else "numpy"
-        self.stats.extra.update(kernel=self.kernel, adjoint="matrix-free")
-        self.eta = algorithm.eta
+        self.reset_forcing()
+        windows = -(-problem.T // self.window)
+        self.stats.extra.update(
+            kernel=self.kernel, adjoint="matrix-free", window=self.window, windows=windows
+        )
+        self.stats.peak_bytes = int(
+            self.h.nbytes + self.window * algorithm.work_bytes_per_step(problem)
+        )
+
+    def window_length(self) -> int:
+        return self.algorithm.window_length(self.problem)
+
+    def reset_forcing(self) -> None:
+        """Start the Eisenstat–Walker sequence afresh (a new window is a new Newton solve)."""
+        self.eta = self.algorithm.eta
         self.last_norm: float | None = None
 
-    def step(self) -> None:
-        xp, alg, model = self.xp, self.algorithm, self.model
-        start = self.start
+    def evaluate(self) -> tuple[Any, Any]:
+        """f(h_{t-1}) on the active segment and, with the preconditioner, diag J_t."""
+        model, start = self.model, self.start
         prev, x = self.previous(self.h, start), self.inputs(start)
         self.stats.function_evals += 1
-        if alg.preconditioner == "diagonal-scan":
-            f_prev, d = model.f_and_diagonal_jacobian(prev, x)
+        if self.algorithm.preconditioner == "diagonal-scan":
             self.stats.jacobian_evals += 1
-        else:
-            f_prev, d = model.f(prev, x), None
-        converged = self.test(f_prev)
-        if converged is None:
-            return
-        first = self.freeze(converged)
+            return model.f_and_diagonal_jacobian(prev, x)
+        return model.f(prev, x), None
+
+    def step(self) -> None:
+        while True:
+            f_prev, d = self.evaluate()
+            first = self.test(f_prev)
+            if first is None:
+                return
+            if first < self.stop - self.start:
+                break
+            self.advance_window()  # this window converged: on to the next
+            self.reset_forcing()
+        first = self.freeze(first)
         if first:
             f_prev = f_prev[..., first:, :]
             d = None if d is None else d[..., first:, :]
-        start = self.start
-        prev, x = self.previous(self.h, start), self.inputs(start)
-        r = self.h[..., start:, :] - f_prev
-        shape, n = r.shape, r.size
-        dtype = r.dtype
+        rhs = f_prev - self.segment(self.h)  # −r
+        del f_prev
+        delta = self.newton_direction(rhs, d)
+        delta += self.segment(self.h)
+        self.accept(delta)
+
+    def newton_direction(self, rhs: Any, d: Any) -> Any:
+        r"""δ with :math:`J_F\,\delta \approx` ``rhs`` (= −r) on the active segment, by GMRES to
+        the relative tolerance η_k; ``d`` the diagonals of the preconditioner (or None)."""
+        xp, alg, model = self.xp, self.algorithm, self.model
+        start, stop = self.start, self.stop
+        shape, n, dtype = rhs.shape, rhs.size, rhs.dtype
+        # J_t for t in (start, stop): the first step's J multiplies v_0 = 0
+        lin = None
+        if stop - start > 1:
+            x = self.problem.inputs
+            x = None if x is None else x[..., start + 1 : stop, :]
+            self.stats.jacobian_evals += 1
+            lin = linearize(model, self.h[..., start : stop - 1, :], x)
 
         def jvp_F(v: Any) -> Any:
             v = v.reshape(shape)
-            v_prev = xp.concatenate([xp.zeros_like(v[..., :1, :]), v[..., :-1, :]], axis=-2)
+            out = xp.empty_like(v)
+            out[..., 0, :] = 0
+            if lin is not None:
+                lin.jvp(v[..., :-1, :], out=out[..., 1:, :])
             self.stats.jvp_evals += 1
-            return (v - model.jvp(prev, x, v_prev)).ravel()
+            return xp.subtract(v, out, out=out).reshape(-1)
+
+        zero = xp.zeros(shape[:-2] + shape[-1:], dtype=dtype)
 
         def precondition(y: Any) -> Any:
-            y = y.reshape(shape)
-            zero = xp.zeros(shape[:-2] + shape[-1:], dtype=dtype)
             self.stats.scans += 1
-            out = affine_scan(d, y, zero, kernel=self.kernel, chunk_size=alg.chunk_size)
-            return out.ravel()
+            out = affine_scan(d, y.reshape(shape), zero, kernel=self.kernel,
+                              chunk_size=alg.chunk_size)
+            return out.reshape(-1)
 
         LinearOperator, gmres = _gmres(xp)
         A = LinearOperator((n, n), matvec=jvp_F, dtype=dtype)
         M = LinearOperator((n, n), matvec=precondition, dtype=dtype) if d is not None else None
-        norm = float(xp.linalg.norm(r))
-        eta = self.forcing(norm)
+        eta = self.forcing(float(xp.linalg.norm(rhs)))
         inner = [0]
 
         def count(_: Any) -> None:
@@ -146,13 +254,11 @@ class NewtonKrylovSolve(NewtonState):
 
         maxiter = max(1, -(-alg.max_krylov // alg.restart))
         delta, _ = gmres(
-            A, -r.ravel(), rtol=eta, atol=0.0, restart=alg.restart, maxiter=maxiter, M=M,
+            A, rhs.reshape(-1), rtol=eta, atol=0.0, restart=alg.restart, maxiter=maxiter, M=M,
             callback=count, callback_type="pr_norm",
         )
         self.stats.krylov_iterations += inner[0]
-        work = (alg.restart + 4) * r.nbytes + 3 * self.h.nbytes
-        self.stats.peak_bytes = max(self.stats.peak_bytes, int(work))
-        self.accept(self.h[..., start:, :] + delta.reshape(shape).astype(dtype, copy=False))
+        return delta.reshape(shape).astype(dtype, copy=False)
 
     def forcing(self, norm: float) -> float:
         """The relative inner tolerance η_k (Eisenstat–Walker choice 2, safeguarded)."""

@@ -14,6 +14,8 @@ method                    computes                                             s
 ``vjp_h(h, x, u)``        :math:`J^\top u`                                     ``(..., D)``
 ``vjp_params(h, x, u)``   :math:`\sum_{...} (\partial f/\partial\theta)^\top u`  :class:`Params`
 ``vjp_inputs(h, x, u)``   :math:`(\partial f/\partial x)^\top u`               ``(..., N_x)``
+``linearize(h, x)``       :math:`J` at fixed (h, x): ``.jvp(v)``, ``.vjp(u)``  ``Linearization``
+                          without evaluating f again
 ========================  ===================================================  ================
 
 ``x`` is ``None`` for models without inputs. ``jacobian_structure`` declares whether
@@ -32,7 +34,7 @@ import numpy as np
 from .._validation import as_float_array
 from ..backends import array_namespace
 
-__all__ = ["Model", "Parametrized", "Params", "step_loop"]
+__all__ = ["Linearization", "Model", "Parametrized", "Params", "linearize", "step_loop"]
 
 
 class Params(Mapping):
@@ -224,6 +226,18 @@ class Model(Parametrized):
             return J * u
         return array_namespace(J).matmul(u[..., None, :], J)[..., 0, :]
 
+    def linearize(self, h: Any, x: Any = None) -> Linearization:
+        r"""The Jacobians :math:`J = \partial f/\partial h` at ``(h, x)`` as a
+        :class:`Linearization`, whose ``jvp(v)`` and ``vjp(u)`` apply :math:`J` and
+        :math:`J^\top` without evaluating f again.
+
+        Matrix-free solvers apply the same Jacobians many times (one GMRES iteration each):
+        a model overrides this to evaluate f's internals once and cache what the products
+        need (for :class:`~pitsolve.models.Elman`, :math:`1 - y^2`). The default calls
+        :meth:`jvp` and :meth:`vjp_h` with the stored arguments.
+        """
+        return Linearization(self, h, x)
+
     def sequential(self, h0: Any, inputs: Any, T: int) -> Any:
         """The trajectory ``(..., T, D)`` by stepping f (built-in models compile this loop)."""
         return step_loop(self, h0, inputs, T)
@@ -321,6 +335,44 @@ class Model(Parametrized):
             inputs_bar[..., :T, :] = x_bar
             inputs_bar = sum_to(inputs_bar, inputs.shape)
         return params_bar, sum_to(h0_bar, h0.shape), inputs_bar
+
+
+class Linearization:
+    r"""The Jacobians :math:`J = \partial f/\partial h\,(h, x)` of a model at fixed
+    arguments, applied as products: :meth:`jvp` gives :math:`J v`, :meth:`vjp` gives
+    :math:`J^\top u`, for ``v``, ``u`` of the shape of ``h``.
+
+    This default stores ``(model, h, x)`` and calls ``model.jvp(h, x, v)`` and
+    ``model.vjp_h(h, x, u)``, so it is exact for every model but re-evaluates f's internals
+    at each product. Models override :meth:`Model.linearize` to return a subclass that
+    caches them once. ``h`` and ``x`` are held by reference: do not modify them while the
+    linearization is in use.
+    """
+
+    def __init__(self, model: Any, h: Any, x: Any = None):
+        self.model, self.h, self.x = model, h, x
+
+    def jvp(self, v: Any, out: Any = None) -> Any:
+        """:math:`J v`; written into ``out`` (of the shape and dtype of ``v``) when given."""
+        return _into(self.model.jvp(self.h, self.x, v), out)
+
+    def vjp(self, u: Any, out: Any = None) -> Any:
+        r""":math:`J^\top u`; written into ``out`` when given."""
+        return _into(self.model.vjp_h(self.h, self.x, u), out)
+
+
+def _into(value: Any, out: Any) -> Any:
+    if out is None:
+        return value
+    out[...] = value
+    return out
+
+
+def linearize(model: Any, h: Any, x: Any = None) -> Linearization:
+    """``model.linearize(h, x)``, or the default :class:`Linearization` for models (duck-typed
+    ones included) that do not define it."""
+    method = getattr(model, "linearize", None)
+    return Linearization(model, h, x) if method is None else method(h, x)
 
 
 def step_loop(model: Any, h0: Any, inputs: Any, T: int) -> Any:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._validation import check_positive_int
 from ..backends import array_namespace
-from .base import Model, Params, step_loop
+from .base import Linearization, Model, Params, step_loop
 
 __all__ = ["GRU", "Elman"]
 
@@ -449,6 +449,16 @@ class Elman(Model):
         xp, y, p = self._out(h, x)
         return xp.matmul((1 - y * y) * u, p["W"])
 
+    def linearize(self, h: Any, x: Any = None) -> ElmanLinearization:
+        r"""The Jacobians :math:`J = \operatorname{diag}(s)\, W`, :math:`s = 1 - f(h, x)^2`,
+        from one evaluation of f: each product is then one matrix product and one
+        elementwise product (see :class:`ElmanLinearization`)."""
+        xp, y, p = self._out(h, x)
+        s = y
+        xp.multiply(y, y, out=s)
+        xp.subtract(1, s, out=s)
+        return ElmanLinearization(s, p["W"])
+
     def vjp_params(self, h: Any, x: Any, u: Any) -> Params:
         r"""With :math:`g = (1-f^2) \odot u`: :math:`\bar W = \sum g h^\top`,
         :math:`\bar U = \sum g x^\top`, :math:`\bar b = \sum g` (sums over all leading axes)."""
@@ -587,6 +597,39 @@ class _GRUGates(NamedTuple):
     z: Any
     r: Any
     n: Any
+
+
+class ElmanLinearization(Linearization):
+    r"""Elman's Jacobians :math:`J = \operatorname{diag}(s)\, W` with :math:`s = 1 - y^2`
+    cached: :math:`J v = s \odot (W v)` and :math:`J^\top u = W^\top (s \odot u)`, each
+    one matrix product over all steps and one elementwise product, written in place.
+
+    Holds ``s`` (the shape of ``h``) and, after the first :meth:`vjp`, one work array of
+    that size.
+    """
+
+    def __init__(self, s: Any, W: Any):
+        self.s, self.W = s, W
+        self._work: Any = None
+
+    def jvp(self, v: Any, out: Any = None) -> Any:
+        r""":math:`s \odot (W v)`; written into ``out`` when given."""
+        xp = array_namespace(v, self.s)
+        Wv = xp.matmul(v, self.W.T, out=out)
+        if np.broadcast_shapes(Wv.shape, self.s.shape) != Wv.shape:
+            return Wv * self.s
+        Wv *= self.s
+        return Wv
+
+    def vjp(self, u: Any, out: Any = None) -> Any:
+        r""":math:`W^\top (s \odot u)`; written into ``out`` when given."""
+        xp = array_namespace(u, self.s)
+        shape = np.broadcast_shapes(u.shape, self.s.shape)
+        dtype = np.result_type(u.dtype, self.s.dtype)
+        if self._work is None or self._work.shape != shape or self._work.dtype != dtype:
+            self._work = xp.empty(shape, dtype=dtype)
+        xp.multiply(self.s, u, out=self._work)
+        return xp.matmul(self._work, self.W, out=out)
 
 
 class GRU(Model):

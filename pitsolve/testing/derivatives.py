@@ -19,6 +19,8 @@ central difference :math:`\delta_\varepsilon g(p; d) = (g(p + \varepsilon d) - g
                                inputs)
 ``f_and_jacobian`` …           the fused forms vs ``f`` and ``jacobian`` /
                                ``diagonal_jacobian``
+``linearize``                  its ``jvp(v)`` and ``vjp(u)`` (also into ``out=``) vs ``jvp``
+                               and ``vjp_h`` (models without ``linearize`` get the default)
 =============================  ==========================================================
 
 Each check passes when :math:`|a - b| \le \mathrm{atol} + \mathrm{rtol}\,s + r` for every batch
@@ -45,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import array_namespace, to_numpy
+from ..models.base import linearize
 
 __all__ = ["DerivativeCheck", "DerivativeReport", "check_derivatives"]
 
@@ -364,6 +367,24 @@ def check_derivatives(
 
         return check
 
+    def linearize_check() -> DerivativeCheck:
+        lin = linearize(model, h, x)
+        Jv, JTu = model.jvp(h, x, v), model.vjp_h(h, x, u)
+        Jv_out = lin.jvp(v, out=xp.empty_like(Jv))
+        JTu_out = lin.vjp(u, out=xp.empty_like(JTu))
+        parts = [
+            _compare("linearize", got, ref, rtol, atol, what, vectors=True)
+            for got, ref, what in (
+                (lin.jvp(v), Jv, "jvp part"),
+                (Jv_out, Jv, "jvp part (out=)"),
+                (lin.vjp(u), JTu, "vjp part"),
+                (JTu_out, JTu, "vjp part (out=)"),
+            )
+        ]
+        bad = [c for c in parts if not c.passed]
+        detail = bad[0].detail if bad else "vs jvp and vjp_h"
+        return DerivativeCheck("linearize", max(c.error for c in parts), not bad, detail)
+
     checks = [
         _guard("jacobian", jacobian_check),
         _guard("diagonal_jacobian", diagonal_check),
@@ -378,6 +399,7 @@ def check_derivatives(
         ("f_and_diagonal_jacobian", model.f_and_diagonal_jacobian, model.diagonal_jacobian),
     ):
         checks.append(_guard(name, fused_check(name, fused, unfused)))
+    checks.append(_guard("linearize", linearize_check))
 
     report = DerivativeReport(
         model=repr(model), checks=tuple(checks), rtol=rtol, atol=atol, batch_shape=lead
