@@ -109,6 +109,8 @@ def _solver(args: argparse.Namespace, ranks: int) -> Any:
         windows = args.windows if args.windows is not None else max(4, ranks)
         if args.overlap < 0:
             raise UsageError(f"--overlap must be ≥ 0, got {args.overlap}")
+        if windows < 1:
+            raise UsageError(f"--windows must be ≥ 1, got {windows}")
         if windows < ranks:
             raise UsageError(f"--windows {windows} is less than the {ranks} MPI ranks")
         return Schwarz(windows=windows, overlap=args.overlap, inner=DEER(), engine=args.engine)
