@@ -114,12 +114,23 @@ class LocalTraining:
         """The model parameters among a window's variables."""
         return Params({k: v for k, v in variables.items() if k != _B})
 
+    def _weights(self, alpha: float) -> Any:
+        """Forcing weights of all rows for ``alpha``, computed once per value (not per step)."""
+        cache = self.__dict__.setdefault("_weights_cache", {})
+        a = cache.get(alpha)
+        if a is None:  # windows on threads may race here; each then computes its own copy
+            a = self.forcing.weights(self.part.T, self.M, self.N, alpha)
+            if len(cache) > 64:  # aGTF: one α per window and update
+                cache.clear()
+            cache[alpha] = a
+        return a
+
     def _problem(self, p: int, w: _Window) -> RecurrenceProblem:
         """Window p's forced recurrence: rows [s_p, e_p) from b_p."""
         c, e = self.part.covered(p)
         model = self.model_type.replace(self._theta(w.variables))
         xp = array_namespace(self.data)
-        a = self.forcing.weights(self.part.T, self.M, self.N, w.alpha)[c:e]
+        a = self._weights(w.alpha)[c:e]
         a = xp.broadcast_to(xp.asarray(a, dtype=self.data.dtype), (*self.data.shape[:-2], e - c,
                                                                    self.M))
         inputs = xp.concatenate([self.zhat[..., c + 1 : e + 1, :], a], axis=-1)
