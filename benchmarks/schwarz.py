@@ -2,13 +2,16 @@
 
     python benchmarks/schwarz.py [--quick] [--T 100000] [--ranks 2]
 
-1. Strong scaling on ``shplrnn_3x50`` (BENCHMARKS.md), forward solve to rtol 1e-10: the
-   single-process Numba ``Sequential`` solve is the baseline timed in the same run; Schwarz with
-   one window per worker on the ``threads`` engine (2 threads) and on the ``mpi`` engine (2 ranks
-   launched with the venv's ``mpiexec``, one Numba thread each, timed inside the ranks from a
-   barrier to the slowest rank's finish), with the result gathered on every rank
-   (``gather="all"``) and kept distributed (``gather="local"``). Reports the speed-up, the
-   error against ``Sequential`` and the MPI result's difference from the serial engine's.
+1. Strong scaling on ``shplrnn_3x50`` (BENCHMARKS.md), forward solve to rtol 1e-10, against
+   the single-process Numba ``Sequential`` solve timed alternately with each route in the same
+   run (the machine's speed drifts by ±30 % over seconds, so a baseline timed once earlier
+   would decide the ratio): Schwarz with one window per worker on the ``serial`` engine, the
+   ``threads`` engine (2 threads) and the ``mpi`` engine (2 ranks launched with the venv's
+   ``mpiexec``, one Numba thread each; Sequential runs on rank 0 while the other ranks sleep,
+   the Schwarz solve is timed from a barrier to the slowest rank's finish), with the result
+   gathered on every rank (``gather="all"``) and kept distributed (``gather="local"``).
+   Reports the speed-up (ratio of medians), the quartiles of the per-pair ratios, the error
+   against ``Sequential`` and the MPI result's difference from the serial engine's.
 2. Sweeps to tolerance and extra work versus the overlap δ, for ``shplrnn_3x50`` (memory of
    ~60 steps; windows of 156 steps) and ``elman_memory`` (ρ = 0.8, memory ~100 steps, windows
    of 40 steps): sweeps with work and sweeps until the result was final.
@@ -25,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import time
-import timeit
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +36,6 @@ import pitsolve as ps
 from pitsolve.testing import problems
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
-
-
-def timed(fn, repeats):
-    """(median seconds over ``repeats`` calls after one warm-up call, the last result)."""
-    out = [fn()]
-    seconds = timeit.repeat(lambda: out.append(fn()), number=1, repeat=repeats)
-    return statistics.median(seconds), out[-1]
 
 
 def overlap_for(T):
@@ -55,21 +50,36 @@ def mpi_worker(T, repeats, gather):
     prob = problems.shplrnn_3x50(T=T).problem()
     alg = ps.Schwarz(windows=comm.size, overlap=overlap_for(T), engine="mpi", gather=gather)
     ps.solve(prob, alg, **TOL)  # compile and warm up
-    times = []
+    ps.solve(prob, ps.Sequential())
+    times, seq_times = [], []
     for _ in range(repeats):
+        # the baseline, interleaved: rank 0 alone runs Sequential while the others sleep (not
+        # spin) in a non-blocking barrier, so that slow drifts of the machine hit both alike
+        if comm.rank == 0:
+            t0 = time.perf_counter()
+            ps.solve(prob, ps.Sequential())
+            seq_times.append(time.perf_counter() - t0)
+        req = comm.Ibarrier()
+        while not req.Test():
+            time.sleep(1e-4)
         comm.Barrier()
         t0 = time.perf_counter()
         sol = ps.solve(prob, alg, **TOL)
         times.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
     out = {"time": statistics.median(times), "retcode": sol.retcode.name,
+           "sequential_time": statistics.median(seq_times) if seq_times else None,
            "sweeps": sol.stats["schwarz"]["sweeps"],
            "work_ratio": sol.stats["schwarz"]["work_ratio"]}
-    if gather == "all" and comm.rank == 0:
+    if seq_times:
+        out["quartiles"] = quartiles([s / t for s, t in zip(seq_times, times, strict=True)])
+    # the whole result on rank 0 (outside the timed region for gather="local")
+    states = sol.states if gather == "all" else comm.gather(sol.states)
+    if comm.rank == 0:
+        states = states if gather == "all" else np.concatenate(states, axis=-2)
         serial = ps.solve(prob, ps.Schwarz(windows=comm.size, overlap=overlap_for(T)), **TOL)
         seq = ps.solve(prob, ps.Sequential()).states
-        out["vs_serial_engine"] = float(np.abs(sol.states - serial.states).max())
-        out["vs_sequential"] = float(np.abs(sol.states - seq).max())
-    if comm.rank == 0:
+        out["vs_serial_engine"] = float(np.abs(states - serial.states).max())
+        out["vs_sequential"] = float(np.abs(states - seq).max())
         print(json.dumps(out))
 
 
@@ -82,34 +92,60 @@ def launch_mpi(T, ranks, repeats, gather):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def quartiles(values):
+    """(25th, 75th) percentiles."""
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
+def paired(base, fn, repeats):
+    """Median seconds of ``base`` and ``fn`` timed alternately (after a warm-up of each), so
+    that slow drifts of a shared machine hit both alike; the quartiles of the per-pair
+    ratios base/fn; and ``fn``'s last result."""
+    base(), fn()
+    t_base, t_fn = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        base()
+        t1 = time.perf_counter()
+        out = fn()
+        t_fn.append(time.perf_counter() - t1)
+        t_base.append(t1 - t0)
+    spread = quartiles([b / f for b, f in zip(t_base, t_fn, strict=True)])
+    return statistics.median(t_base), statistics.median(t_fn), spread, out
+
+
 def scaling(T, ranks, repeats):
     print(f"\n## Strong scaling: shplrnn_3x50, T = {T}, δ = {overlap_for(T)}, rtol 1e-10\n")
+    print("speed-up = median Sequential time / median route time, the two timed alternately in\n"
+          "the same process (MPI: Sequential on rank 0 while the other ranks sleep).\n")
     prob = problems.shplrnn_3x50(T=T).problem()
-    t_seq, seq = timed(lambda: ps.solve(prob, ps.Sequential()), repeats)
-    print(f"{'route':38s} {'time ms':>9s} {'speed-up':>9s} {'sweeps':>6s} {'work':>6s} "
-          f"{'max |err|':>10s}")
-    print(f"{'Sequential (Numba, 1 process)':38s} {1e3 * t_seq:9.2f} {1.0:9.2f}")
+    sequential = ps.solve(prob, ps.Sequential()).states
+    print(f"{'route':40s} {'seq ms':>7s} {'route ms':>8s} {'speed-up':>8s} {'quartiles':>11s} "
+          f"{'sweeps':>6s} {'work':>6s} {'max |err|':>10s}")
     rows = []
+
+    def report(name, t_seq, t, spread, sweeps, work, err):
+        print(f"{name:40s} {1e3 * t_seq:7.2f} {1e3 * t:8.2f} {t_seq / t:8.2f} "
+              f"{spread[0]:5.2f}-{spread[1]:<5.2f} {sweeps:6d} {work:6.3f} {err:10.2e}")
+        rows.append((name, t_seq / t))
+
     for name, alg in {
         f"Schwarz serial engine, P={ranks}": ps.Schwarz(windows=ranks, overlap=overlap_for(T)),
         f"Schwarz threads engine, {ranks} threads": ps.Schwarz(
             windows=ranks, overlap=overlap_for(T), engine="threads", workers=ranks),
     }.items():
-        t, sol = timed(lambda alg=alg: ps.solve(prob, alg, **TOL), repeats)
+        t_seq, t, spread, sol = paired(lambda: ps.solve(prob, ps.Sequential()),
+                                       lambda alg=alg: ps.solve(prob, alg, **TOL), repeats)
         info = sol.stats["schwarz"]
-        err = float(np.abs(sol.states - seq.states).max())
-        print(f"{name:38s} {1e3 * t:9.2f} {t_seq / t:9.2f} {info['sweeps']:6d} "
-              f"{info['work_ratio']:6.3f} {err:10.2e}")
-        rows.append((name, t_seq / t))
+        report(name, t_seq, t, spread, info["sweeps"], info["work_ratio"],
+               float(np.abs(sol.states - sequential).max()))
     for gather in ("all", "local"):
         res = launch_mpi(T, ranks, repeats, gather)
-        name = f"Schwarz mpi engine, {ranks} ranks, gather={gather}"
-        err = res.get("vs_sequential", float("nan"))
-        print(f"{name:38s} {1e3 * res['time']:9.2f} {t_seq / res['time']:9.2f} "
-              f"{res['sweeps']:6d} {res['work_ratio']:6.3f} {err:10.2e}")
-        if "vs_serial_engine" in res:
-            print(f"{'':38s} MPI vs serial engine: max |diff| = {res['vs_serial_engine']:.1e}")
-        rows.append((name, t_seq / res["time"]))
+        report(f"Schwarz mpi engine, {ranks} ranks, gather={gather}", res["sequential_time"],
+               res["time"], res["quartiles"], res["sweeps"], res["work_ratio"],
+               res["vs_sequential"])
+        print(f"{'':40s} MPI vs serial engine: max |diff| = {res['vs_serial_engine']:.1e}")
     return rows
 
 

@@ -123,8 +123,114 @@ def test_fit_rejects_what_local_training_cannot_do(data):
     alg = ps.Schwarz(windows=4, overlap=10, objective="local")
     with pytest.raises(ValueError, match="seq_len=None"):
         ps.fit(student(), data, solver=alg, epochs=1)
-    with pytest.raises(ValueError, match="checkpoints are not supported"):
-        ps.fit(student(), data, solver=alg, epochs=1, seq_len=None, checkpoint="x.ckpt")
+    with pytest.raises(ValueError, match="needs checkpoint=PATH"):
+        ps.fit(student(), data, solver=alg, epochs=1, seq_len=None, resume=True)
+
+
+# -- checkpoints and exact resume ---------------------------------------------------------------
+class Scores:
+    """Validation scores by epoch (``start``: the epoch a resumed run begins after)."""
+
+    table = (3.0, 1.0, float("nan"), 2.0, 5.0)
+
+    def __init__(self, start=0):
+        self.epoch = start
+
+    def __call__(self, model):
+        self.epoch += 1
+        return self.table[self.epoch - 1]
+
+
+def local_fit(data, *, engine="serial", sync="allreduce", epochs=5, **kw):
+    alg = ps.Schwarz(windows=4, overlap=10, objective="local", mu=0.5, sync=sync,
+                     inner=ps.DEER(), engine=engine, workers=2)
+    opts = dict(forcing=ps.GTF(alpha="adaptive", update_every=2), solver=alg, seq_len=None,
+                optimizer=ps.optim.Adam(lr=1e-2), steps_per_epoch=3)
+    return ps.fit(student(), data, epochs=epochs, **{**opts, **kw})
+
+
+def assert_same_checkpoints(a, b):
+    (arrays_a, meta_a), (arrays_b, meta_b) = (ps.training.load_checkpoint(x) for x in (a, b))
+    assert sorted(arrays_a) == sorted(arrays_b)
+    for k in arrays_a:  # the model, every window's θ_p, b_p, moments, α, trajectory; the best
+        np.testing.assert_array_equal(arrays_a[k], arrays_b[k], err_msg=k)
+    for meta in (meta_a, meta_b):
+        for s in meta["stats"]:
+            del s["wall_time"]
+    assert meta_a == meta_b
+
+
+@pytest.mark.parametrize("sync", ["allreduce", "neighbour"])
+@pytest.mark.parametrize("engines", [("serial", "serial"), ("threads", "threads"),
+                                     ("serial", "threads")], ids="-".join)
+def test_local_resume_gives_the_uninterrupted_result(data, tmp_path, sync, engines):
+    """5 epochs = 3 epochs checkpointed every 2 (so the file holds epoch 2) + a resume to 5:
+    histories, model, every window's variables and optimiser state, best model — bitwise."""
+    first, then = engines
+    full = local_fit(data, sync=sync, engine=first, validate=Scores(),
+                     checkpoint=tmp_path / "full.npz")
+    part = local_fit(data, sync=sync, engine=first, validate=Scores(), checkpoint_every=2,
+                     checkpoint=tmp_path / "c.npz", callbacks=[lambda info: info["epoch"] == 3])
+    assert part.epochs == 3 and part.checkpoint == str(tmp_path / "c.npz")
+    arrays, meta = ps.training.load_checkpoint(tmp_path / "c.npz")
+    assert meta["epoch"] == 2 and meta["objective"] == "local" and int(arrays["steps"]) == 6
+    assert meta["schwarz"] == {"T": 599, "windows": 4, "overlap": 10, "sync": sync, "mu": 0.5,
+                               "bounds": [0, 150, 300, 450, 599]}
+    assert "window/0/var/initial_state" not in arrays and "window/3/opt/m/initial_state" in arrays
+    resumed = local_fit(data, sync=sync, engine=then, validate=Scores(start=2),
+                        checkpoint=tmp_path / "c.npz", resume=True)
+    assert resumed.epochs == 5 and resumed.stopped is None
+    assert resumed.loss_history == full.loss_history
+    assert resumed.alpha_history == full.alpha_history
+    assert resumed.validation_history == full.validation_history
+    assert (resumed.best_epoch, resumed.best_score) == (full.best_epoch, full.best_score) == (2, 1)
+    for k in full.model.params:
+        np.testing.assert_array_equal(resumed.model.params[k], full.model.params[k])
+        np.testing.assert_array_equal(resumed.best_model.params[k], full.best_model.params[k])
+    assert_same_checkpoints(tmp_path / "full.npz", tmp_path / "c.npz")
+    if sync == "neighbour":  # the windows' copies θ_p differ: each one is restored
+        arrays, _ = ps.training.load_checkpoint(tmp_path / "c.npz")
+        assert not np.array_equal(arrays["window/0/var/W1"], arrays["window/1/var/W1"])
+
+
+def test_ctrl_c_in_local_training_saves_the_last_epoch(data, tmp_path):
+    class Interrupted(ps.optim.Adam):
+        def update(self, params, grads, state):
+            if state.step == 7:  # in epoch 3 (3 steps per epoch)
+                raise KeyboardInterrupt
+            return super().update(params, grads, state)
+
+    full = local_fit(data, epochs=4, checkpoint=tmp_path / "full.npz")
+    stopped = local_fit(data, epochs=4, optimizer=Interrupted(lr=1e-2),
+                        checkpoint=tmp_path / "c.npz")
+    assert stopped.stopped == "interrupted (Ctrl-C)" and stopped.epochs == 2
+    assert ps.training.load_checkpoint(tmp_path / "c.npz")[1]["epoch"] == 2
+    resumed = local_fit(data, epochs=4, checkpoint=tmp_path / "c.npz", resume=True)
+    assert resumed.loss_history == full.loss_history
+    assert_same_checkpoints(tmp_path / "full.npz", tmp_path / "c.npz")
+
+
+def test_a_checkpoint_resumes_only_the_training_that_wrote_it(data, tmp_path):
+    path = tmp_path / "c.npz"
+    local_fit(data, epochs=1, steps_per_epoch=1, checkpoint=path)
+    for change, match in [({"windows": 5}, "windows=4 in the checkpoint but 5 now"),
+                          ({"overlap": 12}, "overlap=10 in the checkpoint but 12 now"),
+                          ({"sync": "neighbour"}, "sync='allreduce' in the checkpoint"),
+                          ({"mu": 1.0}, "mu=0.5 in the checkpoint but 1.0 now")]:
+        options = {"windows": 4, "overlap": 10, "objective": "local", "mu": 0.5, **change}
+        with pytest.raises(ValueError, match=match):
+            local_fit(data, epochs=2, solver=ps.Schwarz(**options), checkpoint=path,
+                      resume=True)
+    with pytest.raises(ValueError, match="different Schwarz configuration: T=599"):
+        local_fit(data[:-1], epochs=2, checkpoint=path, resume=True)
+    glob = dict(forcing=FORCING, seq_len=50, batch_size=2, steps_per_epoch=1)
+    with pytest.raises(ValueError, match=r"written by local-objective training \(Schwarz\("
+                                         r"objective='local', windows=4, overlap=10"):
+        ps.fit(student(), data, epochs=2, checkpoint=path, resume=True, **glob)
+    ps.fit(student(), data, epochs=1, checkpoint=tmp_path / "g.npz", **glob)
+    assert ps.training.load_checkpoint(tmp_path / "g.npz")[1]["objective"] == "global"
+    with pytest.raises(ValueError, match="written by global-objective training"):
+        local_fit(data, epochs=2, checkpoint=tmp_path / "g.npz", resume=True)
 
 
 @pytest.mark.parametrize(

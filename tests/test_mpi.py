@@ -49,6 +49,27 @@ def test_mpi_engine_equals_serial_engine(ranks):
         assert rows[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(rows))
 
 
+def test_local_training_checkpoint_on_ranks_resumes_like_the_serial_run(tmp_path):
+    """Rank 0 gathers the windows into one checkpoint; every rank resumes from it."""
+    out = mpirun("local_checkpoint.py", 2, str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["size"] == 2 and sorted(report["cases"]) == ["allreduce", "neighbour"]
+    for sync, case in report["cases"].items():
+        assert (case["stopped_epochs"], case["checkpoint_epoch"], case["resumed_epochs"]) == (
+            3, 2, 4), sync
+        assert case["resumed_vs_mpi"] == 0.0 and case["meta_vs_mpi"], sync  # bitwise
+        assert case["resumed_vs_serial"] <= 1e-12 and case["meta_vs_serial"], sync
+        assert case["model_vs_serial"] <= 1e-12, sync
+        assert case["best"] == [2, 2], sync
+        assert case["ranks_agree"] == 0.0, sync
+        assert case["refused"] == [True, True], sync  # another mu: a ValueError on each rank
+    # only rank 0 wrote the MPI runs' checkpoints (the serial runs: one file per rank)
+    assert sorted(p.name for p in tmp_path.iterdir() if "mpi" in p.name) == [
+        "allreduce-mpi-full.npz", "allreduce-mpi.npz", "neighbour-mpi-full.npz",
+        "neighbour-mpi.npz"]
+
+
 def test_a_failing_rank_aborts_the_job_with_its_message():
     out = mpirun("schwarz_engines.py", 3, "fail", timeout=120)
     assert out.returncode != 0

@@ -281,18 +281,32 @@ class SchwarzSolve(SolverState):
                 parts[p] = self.windows[p].states[..., own[0] - cov[0] : own[1] - cov[0], :]
             if self.algorithm.gather == "all":
                 self.states = engine.gather_time(parts, part)
+            elif len(parts) == 1:
+                self.states = next(iter(parts.values()))  # a view: no copy for one window
             else:
                 self.states = prob.xp.concatenate([parts[p] for p in self.local], axis=-2)
             codes = [w.retcode for _, w in sorted(self.windows.items())]
             bad = next((c for c in codes if c is not ReturnCode.Success), None)
-            # one reduction at the end: the worst window and the totals, identical on all ranks
+            # two reductions at the end, identical on all ranks: the worst window, whether all
+            # were quiet (min = -max of the negation), the last sweep with work and the last
+            # that changed an owned row (max); the totals (sum)
             order = list(ReturnCode)
-            worst = engine.allreduce(order.index(bad) if bad is not None else -1, "max")
-            quiet = bool(engine.allreduce(int(quiet), "min")) if not self.in_process else quiet
-            last = engine.allreduce(max(w.last_work for w in self.windows.values()), "max")
-            final = engine.allreduce(
-                max(w.last_owned_change for w in self.windows.values()), "max"
+            worst, neg_quiet, last, final = (
+                int(v)
+                for v in engine.allreduce(
+                    np.array(
+                        [
+                            order.index(bad) if bad is not None else -1,
+                            -int(quiet),
+                            max(w.last_work for w in self.windows.values()),
+                            max(w.last_owned_change for w in self.windows.values()),
+                        ],
+                        dtype=np.int64,
+                    ),
+                    "max",
+                )
             )
+            quiet = quiet if self.in_process else neg_quiet == -1
             totals = engine.allreduce(
                 np.array(
                     [

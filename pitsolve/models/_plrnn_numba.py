@@ -205,6 +205,21 @@ def _outer_add(acc, w, x, nb):  # pragma: no cover - jitted
 #: Rows per block of the batched evaluation: a block's states and outputs, transposed, stay
 #: in the L1 cache while the loop over the hidden units runs.
 _BLOCK = 128
+#: Hidden units per pass of the accumulation: each accumulator row is loaded and stored once
+#: per ``_UNITS`` units instead of once per unit (1.3x faster evaluation, same sums).
+_UNITS = 5
+
+
+@numba.njit(inline="always", **_JIT)
+def _outer_add_units(acc, Wc, j0, X, nb):  # pragma: no cover - jitted
+    """``acc[q, :nb] += Σ_u Wc[j0 + u, q] X[u, :nb]`` for u = 0 … ``_UNITS`` − 1, added in
+    order of u (the same sums as ``_UNITS`` calls of :func:`_outer_add`)."""
+    for q in range(acc.shape[0]):
+        for n in range(nb):
+            t = acc[q, n]
+            for u in range(_UNITS):
+                t += Wc[j0 + u, q] * X[u, n]
+            acc[q, n] = t
 
 
 @numba.njit(**_PJIT)
@@ -233,6 +248,7 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
     want_f, want_j, want_d = F.shape[0] > 0, J.shape[0] > 0, Dg.shape[0] > 0
     keep_phi, keep_m, keep_on = PHI.shape[0] > 0, MASK.shape[0] > 0, ON.shape[0] > 0
     forced = ZH.shape[0] > 0
+    W1T = np.ascontiguousarray(W1.T)  # (L, M): row j is the column W1[:, j]
     n_chunks = (N + chunk - 1) // chunk
     for c in numba.prange(n_chunks):
         Z = np.empty((M, _BLOCK), dtype=dt)  # the block's (forced) states, transposed
@@ -240,10 +256,9 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
         Ft = np.empty((M if want_f else 0, _BLOCK), dtype=dt)
         Jt = np.empty((MM if want_j else 0, _BLOCK), dtype=dt)
         Dt = np.empty((M if want_d else 0, _BLOCK), dtype=dt)
-        pre = np.empty(_BLOCK, dtype=dt)
-        pre0 = np.empty(_BLOCK, dtype=dt)
-        mk = np.empty(_BLOCK, dtype=dt)
-        on = np.empty(_BLOCK, dtype=dt)
+        pre = np.empty((_UNITS, _BLOCK), dtype=dt)  # φ of _UNITS hidden units
+        mk = np.empty((_UNITS, _BLOCK), dtype=dt)  # φ'
+        on = np.empty((_UNITS, _BLOCK), dtype=dt)
         stop = min(N, (c + 1) * chunk)
         for s in range(c * chunk, stop, _BLOCK):
             nb = min(_BLOCK, stop - s)
@@ -258,29 +273,43 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
             Ft[:, :nb] = zero
             Jt[:, :nb] = zero
             Dt[:, :nb] = zero
-            for j in range(L):
-                # p = W2 z + h2, summed over k in order as in _hidden
-                for n in range(nb):
-                    pre0[n] = zero
-                for k in range(M):
-                    w = W2T[k, j]
+            for j0 in range(0, L, _UNITS):
+                units = min(_UNITS, L - j0)
+                for u in range(units):
+                    j = j0 + u
+                    # p = W2 z + h2, summed over k in order as in _hidden
+                    p0 = pre[u]
                     for n in range(nb):
-                        pre0[n] += w * Z[k, n]
-                hj = h2[j]
-                for n in range(nb):
-                    pre[n], mk[n], on[n] = _unit(pre0[n], hj, clipped, zero, one)
-                if want_f:
-                    _outer_add(Ft, W1[:, j], pre, nb)
-                if want_j:
-                    _outer_add(Jt, P[j], mk, nb)
-                if want_d:
-                    _outer_add(Dt, C[j], mk, nb)
-                if keep_phi:
-                    PHI[s : s + nb, j] = pre[:nb]
-                if keep_m:
-                    MASK[s : s + nb, j] = mk[:nb]
-                if keep_on:
-                    ON[s : s + nb, j] = on[:nb]
+                        p0[n] = zero
+                    for k in range(M):
+                        w = W2T[k, j]
+                        for n in range(nb):
+                            p0[n] += w * Z[k, n]
+                    hj = h2[j]
+                    for n in range(nb):
+                        pre[u, n], mk[u, n], on[u, n] = _unit(p0[n], hj, clipped, zero, one)
+                    if keep_phi:
+                        PHI[s : s + nb, j] = pre[u, :nb]
+                    if keep_m:
+                        MASK[s : s + nb, j] = mk[u, :nb]
+                    if keep_on:
+                        ON[s : s + nb, j] = on[u, :nb]
+                if units == _UNITS:
+                    if want_f:
+                        _outer_add_units(Ft, W1T, j0, pre, nb)
+                    if want_j:
+                        _outer_add_units(Jt, P, j0, mk, nb)
+                    if want_d:
+                        _outer_add_units(Dt, C, j0, mk, nb)
+                else:
+                    for u in range(units):
+                        j = j0 + u
+                        if want_f:
+                            _outer_add(Ft, W1T[j], pre[u], nb)
+                        if want_j:
+                            _outer_add(Jt, P[j], mk[u], nb)
+                        if want_d:
+                            _outer_add(Dt, C[j], mk[u], nb)
             for n in range(nb):
                 if want_f:
                     for i in range(M):

@@ -178,17 +178,23 @@ class MPIEngine(Engine):
 
     def gather_time(self, parts: dict[int, Any], partition: Partition) -> Any:
         mine = self.local(partition)
-        block = np.concatenate([parts[p] for p in mine], axis=-2)
+        first = parts[mine[0]]
         # time-major, so that every rank's rows are one contiguous piece of the result
-        send = np.ascontiguousarray(np.moveaxis(block, -2, 0))
-        row = int(np.prod(send.shape[1:], dtype=np.int64))
+        shape = (partition.T, *first.shape[:-2], first.shape[-1])
+        recv = np.empty(shape, dtype=first.dtype)
+        row = int(np.prod(shape[1:], dtype=np.int64))
         counts, displs = [], []
-        for b in partition.blocks(self.size):
+        for r, b in enumerate(partition.blocks(self.size)):
             start, stop = partition.bounds[b[0]], partition.bounds[b[-1] + 1]
             counts.append((stop - start) * row)
             displs.append(start * row)
-        recv = np.empty((partition.T, *send.shape[1:]), dtype=send.dtype)
-        self.comm.Allgatherv(send, [recv, (counts, displs)])
+            if r != self.rank:
+                # touch the pages the other ranks will fill: MPI copies into memory not yet
+                # faulted in were 3-6x slower (2.4 MB: 2 ms instead of 0.35 ms on 2 cores)
+                recv[start:stop] = 0
+        for p in mine:
+            recv[partition.bounds[p] : partition.bounds[p + 1]] = np.moveaxis(parts[p], -2, 0)
+        self.comm.Allgatherv(self._MPI.IN_PLACE, [recv, (counts, displs)])
         return np.moveaxis(recv, 0, -2)
 
     @contextlib.contextmanager

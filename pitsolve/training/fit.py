@@ -6,7 +6,10 @@ gradient with the chosen solver (:func:`~pitsolve.training.losses.loss_and_grad`
 the parameters. With adaptive GTF, α is re-estimated every ``update_every`` steps from the
 Jacobians at the data-inferred states. Checkpoints are written atomically every
 ``checkpoint_every`` epochs; ``resume=True`` continues from the last one and ends with the
-parameters an uninterrupted run would have reached (same backend and thread count).
+parameters an uninterrupted run would have reached (same backend and thread count). With
+``solver=Schwarz(objective="local")`` the loop is :func:`~pitsolve.training.local.fit_local`,
+whose checkpoints share this format; their metadata ``objective`` ("global" or "local") keeps
+either kind from resuming the other.
 """
 
 from __future__ import annotations
@@ -93,6 +96,83 @@ def _state_arrays(params: Params, opt_state: OptimizerState) -> dict[str, Any]:
     return arrays
 
 
+# -- the checkpoint format shared by global and local-objective training ------------------------
+# arrays: ``params/<name>`` (the model), ``best/<name>`` and ``best/epoch`` (the best model so
+# far, with ``validate``), plus the objective's own state (``opt/...`` and the metadata ``rng``
+# and ``alpha`` for the global objective; ``window/<p>/...`` and ``steps`` for the local one,
+# see :meth:`pitsolve.training.local.LocalTraining.state_arrays`). Metadata: ``objective``
+# ("global" when absent: checkpoints written before it was recorded), ``epoch``, ``alpha``,
+# the histories, ``validation``, ``best_score`` and, for the local objective, ``schwarz``
+# (the partition and coupling a resume must match).
+def _history_meta(objective: str, epoch: int, alpha: float, losses: list[float],
+                  alphas: list[float], stats: list[dict[str, Any]],
+                  validation: list[tuple[int, float]], best_score: float,
+                  **extra: Any) -> dict[str, Any]:
+    """The metadata every training checkpoint holds (``extra``: the objective's own)."""
+    return {"objective": objective, "epoch": epoch, "alpha": float(alpha),
+            "loss_history": losses, "alpha_history": alphas, "stats": stats,
+            "validation": [list(v) for v in validation], "best_score": best_score, **extra}
+
+
+def _best_arrays(best_params: Params | None, best_epoch: int) -> dict[str, Any]:
+    """``best/<name>`` and ``best/epoch`` (nothing before a validation has picked a model)."""
+    if best_params is None or best_epoch <= 0:
+        return {}
+    arrays: dict[str, Any] = {f"best/{k}": v for k, v in best_params.items()}
+    arrays["best/epoch"] = np.asarray(best_epoch)
+    return arrays
+
+
+def _restored_history(arrays: dict[str, Any], meta: dict[str, Any], template: Params
+                      ) -> tuple[list[float], list[float], list[dict[str, Any]],
+                                 list[tuple[int, float]], tuple[float, int, Params] | None]:
+    """(losses, alphas, stats, validation, best) of a checkpoint; best is None if unset."""
+    validation = [tuple(v) for v in meta.get("validation", [])]
+    best = None
+    if "best/epoch" in arrays:
+        best_params = Params({k: arrays[f"best/{k}"] for k in template})
+        best = (float(meta["best_score"]), int(arrays["best/epoch"]), best_params)
+    return meta["loss_history"], meta["alpha_history"], meta["stats"], validation, best
+
+
+def _describe(objective: str, schwarz: dict[str, Any] | None) -> str:
+    if objective != "local":
+        return "global-objective training (objective='global')"
+    inner = ", ".join(f"{k}={(schwarz or {}).get(k)!r}"
+                      for k in ("windows", "overlap", "sync", "mu"))
+    return f"local-objective training (Schwarz(objective='local', {inner}))"
+
+
+def _check_checkpoint(path: str, meta: dict[str, Any], objective: str,
+                      schwarz: dict[str, Any] | None = None) -> None:
+    """Raise ValueError unless ``meta`` is a checkpoint of the same kind of training.
+
+    ``objective`` is "global" or "local"; for "local", ``schwarz`` is the run's partition and
+    coupling (T, windows, overlap, sync, mu, bounds), which must equal the checkpoint's.
+    """
+    found = meta.get("objective", "global")
+    if found != objective:
+        raise ValueError(
+            f"checkpoint {path!r} was written by {_describe(found, meta.get('schwarz'))}, but "
+            f"this run uses {_describe(objective, schwarz)}; resume with the solver that wrote "
+            "it, or pass a new checkpoint path"
+        )
+    if objective != "local" or schwarz is None:
+        return
+    saved = meta.get("schwarz") or {}
+    differ = [k for k in ("T", "windows", "overlap", "sync", "mu") if saved.get(k) != schwarz[k]]
+    if not differ and list(saved.get("bounds", [])) != list(schwarz["bounds"]):
+        differ = ["bounds"]
+    if differ:
+        what = ", ".join(f"{k}={saved.get(k)!r} in the checkpoint but {schwarz[k]!r} now"
+                         for k in differ)
+        raise ValueError(
+            f"checkpoint {path!r} was written by local-objective training with a different "
+            f"Schwarz configuration: {what} ('T' counts the steps of the data); resume with "
+            "the solver options and data of the run that wrote it, or pass a new checkpoint path"
+        )
+
+
 def fit(
     model: Model,
     data: Any,
@@ -141,7 +221,10 @@ def fit(
         print one line per epoch to stderr.
     checkpoint, checkpoint_every, resume
         path of the atomic checkpoint file, its period in epochs, and whether to continue
-        from it.
+        from it. With ``Schwarz(objective="local")`` the checkpoint holds every window's
+        variables and optimiser state (:func:`~pitsolve.training.local.fit_local`) and
+        resumes only with the same partition, ``sync`` and ``mu``; a checkpoint of one
+        objective never resumes a run of the other (ValueError).
     controls
         solve controls for every forward solve (default ``{"fallback": "sequential"}``, so a
         failed parallel solve never stops training; fallbacks are counted in ``stats``).
@@ -177,8 +260,8 @@ def fit(
     path = None if checkpoint is None else os.fspath(checkpoint)
     if getattr(solver, "objective", "global") == "local":
         return _fit_local(model, data, forcing, solver, optimizer, epochs, steps_per_epoch,
-                          seq_len, callbacks, progress, path, resume, controls, validate,
-                          validate_every)
+                          seq_len, callbacks, progress, path, checkpoint_every, resume, controls,
+                          validate, validate_every)
 
     params = model.params
     opt_state = optimizer.init(params)
@@ -195,15 +278,15 @@ def fit(
             raise ValueError("resume=True needs checkpoint=PATH")
         if os.path.exists(path):
             arrays, meta = load_checkpoint(path)
+            _check_checkpoint(path, meta, "global")
             params = Params({k: arrays[f"params/{k}"] for k in params})
             opt_state = OptimizerState.from_arrays(arrays, params, prefix="opt/")
             rng = restore_rng(meta["rng"])
             alpha, start_epoch = meta["alpha"], meta["epoch"]
-            losses, alphas, stats = meta["loss_history"], meta["alpha_history"], meta["stats"]
-            validation = [tuple(v) for v in meta.get("validation", [])]
-            if "best/epoch" in arrays:
-                best_params = Params({k: arrays[f"best/{k}"] for k in params})
-                best = (float(meta["best_score"]), int(arrays["best/epoch"]), best_params)
+            losses, alphas, stats, validation, saved_best = _restored_history(arrays, meta,
+                                                                              params)
+            if saved_best is not None:
+                best = saved_best
             log.info("resumed from %s at epoch %d", path, start_epoch)
     model = model.replace(params)
     step = start_epoch * steps_per_epoch
@@ -291,20 +374,17 @@ def _save(path: str, params: Params, opt_state: OptimizerState, rng: np.random.G
           alpha: float, epoch: int, losses: list[float], alphas: list[float],
           stats: list[dict[str, Any]], validation: list[tuple[int, float]],
           best: tuple[float, int, Params]) -> None:
-    meta = {"epoch": epoch, "alpha": float(alpha), "rng": rng_state(rng),
-            "loss_history": losses, "alpha_history": alphas, "stats": stats,
-            "validation": [list(v) for v in validation], "best_score": best[0]}
+    meta = _history_meta("global", epoch, alpha, losses, alphas, stats, validation, best[0],
+                         rng=rng_state(rng))
     arrays = _state_arrays(params, opt_state)
-    if best[1] > 0:
-        arrays.update({f"best/{k}": np.asarray(v) for k, v in best[2].items()})
-        arrays["best/epoch"] = np.asarray(best[1])
+    arrays.update(_best_arrays(best[2], best[1]))
     save_checkpoint(path, arrays, meta)
 
 
 def _fit_local(model: Model, data: Any, forcing: Any, solver: Any, optimizer: Any, epochs: int,
                steps_per_epoch: int, seq_len: int | None,
                callbacks: Sequence[Callable[[dict[str, Any]], Any]], progress: bool,
-               path: str | None, resume: bool, controls: dict[str, Any],
+               path: str | None, checkpoint_every: int, resume: bool, controls: dict[str, Any],
                validate: Callable[[Model], float] | None, validate_every: int) -> FitResult:
     """``fit`` with ``Schwarz(objective="local")``: see :mod:`pitsolve.training.local`."""
     from .local import fit_local
@@ -314,18 +394,15 @@ def _fit_local(model: Model, data: Any, forcing: Any, solver: Any, optimizer: An
             "local-objective training (Schwarz(objective='local')) decomposes the whole series "
             "in time: pass seq_len=None"
         )
-    if path is not None or resume:
-        raise ValueError(
-            "checkpoints are not supported with Schwarz(objective='local') yet; train with "
-            "objective='global' to checkpoint"
-        )
     out = fit_local(model, data, forcing=forcing, solver=solver, optimizer=optimizer,
                     epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                     progress=progress, controls=controls, validate=validate,
-                    validate_every=validate_every)
+                    validate_every=validate_every, checkpoint=path,
+                    checkpoint_every=checkpoint_every, resume=resume)
     best = out["best"]
     best_model = out["model"] if best[2] is None else best[2]
     return FitResult(model=out["model"], loss_history=out["losses"], alpha_history=out["alphas"],
                      stats=out["stats"], epochs=len(out["losses"]), stopped=out["stopped"],
-                     validation_history=out["validation"], best_model=best_model,
-                     best_score=best[0], best_epoch=best[1] or len(out["losses"]))
+                     checkpoint=path, validation_history=out["validation"],
+                     best_model=best_model, best_score=best[0],
+                     best_epoch=best[1] or len(out["losses"]))

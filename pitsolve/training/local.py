@@ -28,32 +28,44 @@ gradients are summed (one all-reduce per step) — or without any global collect
 ``sync="neighbour"``: window p keeps a copy θ_p, steps it with :math:`P\,\nabla_θ J_p`, and
 averages with its neighbours with the Metropolis weights of the path graph (1/3 per neighbour),
 a decentralised-gradient consensus whose average follows the summed gradient.
+
+Checkpoints (:func:`fit_local`, ``fit(..., checkpoint=PATH)``) hold every window's variables,
+optimiser state, α and last trajectory, gathered into one file on rank 0 with the MPI engine:
+``resume=True`` continues exactly, and the file does not depend on the engine or the number
+of ranks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..algorithms.schwarz import Schwarz
-from ..backends import array_namespace
+from ..backends import array_namespace, to_numpy
 from ..models.base import Model, Params
-from ..parallel import make_engine
+from ..parallel import Engine, Partition, make_engine
 from ..problems import RecurrenceProblem
 from ..solution import SolverError, is_successful
 from ..solve import solve
+from .checkpoint import load_checkpoint, save_checkpoint
+from .fit import _best_arrays, _check_checkpoint, _history_meta, _restored_history
 from .forcing import ForcedModel, estimate_alpha, forcing_signal
 from .losses import forced_problem
+from .optim import OptimizerState
 
 __all__ = ["LocalTraining", "fit_local"]
 
 _B = "initial_state"  # the name of a window's free initial state among its variables
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -73,10 +85,15 @@ class LocalTraining:
 
     Build it, then call :meth:`step` repeatedly; :meth:`model` is the current (averaged)
     model. :func:`~pitsolve.fit` drives it when ``solver=Schwarz(objective="local")``.
+
+    ``state`` (the arrays of :meth:`state_arrays`, e.g. from a checkpoint) restores this
+    process's windows and the step count instead of starting from ``model``; the forced
+    trajectory of the start is then not computed.
     """
 
     def __init__(self, model: Model, data: Any, forcing: Any, schwarz: Schwarz, optimizer: Any,
-                 controls: dict[str, Any], start: str = "trajectory"):
+                 controls: dict[str, Any], start: str = "trajectory",
+                 state: Mapping[str, Any] | None = None):
         self.forcing, self.alg, self.optimizer = forcing, schwarz, optimizer
         self.controls = {k: v for k, v in controls.items() if k != "fallback"}
         self.engine = make_engine(schwarz.engine, workers=schwarz.workers, comm=schwarz.comm)
@@ -87,17 +104,22 @@ class LocalTraining:
         self.part = schwarz.partition(glob.T)
         self.local = self.engine.local(self.part)
         self.count = (glob.T * self.N) * max(1, math.prod(glob.batch_shape))
+        self.zhat = forcing_signal(data, self.M)
+        if start not in ("trajectory", "data"):
+            raise ValueError(f"start must be 'trajectory' or 'data', got {start!r}")
+        self.model_type = model
+        self.steps = 0
+        self.windows: dict[int, _Window] = {}
+        if state is not None:
+            self.load_state(state)
+            return
         # a consistent start: the windows' initial states on the forced trajectory of θ_0
         start_sol = solve(glob, dataclasses.replace(schwarz, objective="global", gather="all"),
                           **self.controls)
         if not is_successful(start_sol):
             raise SolverError(start_sol)
-        self.zhat = forcing_signal(data, self.M)
-        if start not in ("trajectory", "data"):
-            raise ValueError(f"start must be 'trajectory' or 'data', got {start!r}")
         # initial states: on the forced trajectory (consistent windows) or the data (ẑ)
         init = start_sol.states if start == "trajectory" else self.zhat[..., 1:, :]
-        self.windows: dict[int, _Window] = {}
         for p in self.local:
             c = self.part.covered(p)[0]
             variables = model.params if p == 0 else Params(
@@ -105,8 +127,87 @@ class LocalTraining:
             w = _Window(variables, optimizer.init(variables), alpha)
             w.states = start_sol.states[..., c : self.part.bounds[p + 1], :].copy()
             self.windows[p] = w
-        self.model_type = model
-        self.steps = 0
+
+    # -- the training state (checkpoints) ---------------------------------------------------
+    def state_arrays(self) -> dict[str, np.ndarray] | None:
+        r"""Every window's training state as named NumPy arrays; a collective call.
+
+        For each window p:
+
+        - ``window/<p>/var/<name>``: its variables — its copy θ_p of the parameters (all
+          equal with ``sync="allreduce"``) and, for p ≥ 1, ``initial_state`` :math:`b_p`;
+        - ``window/<p>/opt/...``: its optimiser state (step, moments of θ_p and b_p, last
+          gradient norm; :meth:`~pitsolve.training.optim.OptimizerState.to_arrays`);
+        - ``window/<p>/alpha``: its forcing α (aGTF adapts it per window);
+        - ``window/<p>/states``: its last forced trajectory, the inner solver's warm start.
+
+        plus ``steps``, the optimiser steps taken. With the MPI engine the windows are
+        gathered on rank 0, which returns all of them; the other ranks return None.
+        """
+        mine: dict[str, np.ndarray] = {}
+        for p, w in self.windows.items():
+            pre = f"window/{p}/"
+            mine.update({f"{pre}var/{k}": to_numpy(v) for k, v in w.variables.items()})
+            mine.update(w.opt_state.to_arrays(prefix=f"{pre}opt/"))
+            mine[f"{pre}alpha"] = np.asarray(w.alpha, dtype=np.float64)
+            mine[f"{pre}states"] = to_numpy(w.states)
+        mine["steps"] = np.asarray(self.steps, dtype=np.int64)
+        comm = _comm(self.engine)
+        if comm is None:
+            return mine
+        parts = comm.gather(mine, root=0)
+        if self.engine.rank != 0:
+            return None
+        return {k: v for part in parts for k, v in part.items()}
+
+    def load_state(self, arrays: Mapping[str, Any]) -> None:
+        """Restore this process's windows and the step count from :meth:`state_arrays`.
+
+        ``arrays`` may hold other entries and other processes' windows (a whole checkpoint).
+
+        Raises
+        ------
+        ValueError
+            If an entry is missing or has another shape than this model and partition give.
+        """
+        xp = array_namespace(self.data)
+        batch = tuple(self.data.shape[:-2])
+
+        def get(key: str, shape: tuple[int, ...]) -> Any:
+            if key not in arrays:
+                raise ValueError(f"the local-training state has no entry {key!r}")
+            a = to_numpy(arrays[key])
+            if tuple(a.shape) != shape:
+                raise ValueError(f"the local-training state entry {key!r} has shape {a.shape}, "
+                                 f"expected {shape} (another model or partition?)")
+            return a
+
+        windows: dict[int, _Window] = {}
+        for p in self.local:
+            pre = f"window/{p}/"
+            c, e = self.part.covered(p)
+            shapes = {k: tuple(v.shape) for k, v in self.model_type.params.items()}
+            if p > 0:
+                shapes[_B] = (*batch, self.M)
+            variables = Params({k: xp.asarray(get(f"{pre}var/{k}", shape))
+                                for k, shape in shapes.items()})
+            opt_state = OptimizerState.from_arrays(arrays, variables, prefix=f"{pre}opt/")
+            w = _Window(variables, opt_state, float(get(f"{pre}alpha", ())))
+            w.states = xp.asarray(get(f"{pre}states", (*batch, e - c, self.M)))
+            windows[p] = w
+        steps = int(get("steps", ()))
+        self.windows, self.steps = windows, steps
+
+    def snapshot(self) -> tuple[int, dict[int, _Window]]:
+        """This process's training state, for :meth:`restore` (variables are immutable)."""
+        return self.steps, {p: dataclasses.replace(w, states=w.states.copy())
+                            for p, w in self.windows.items()}
+
+    def restore(self, snapshot: tuple[int, dict[int, _Window]]) -> None:
+        """Go back to the state of :meth:`snapshot`."""
+        self.steps, windows = snapshot
+        self.windows = {p: dataclasses.replace(w, states=w.states.copy())
+                        for p, w in windows.items()}
 
     # -- pieces of one step -----------------------------------------------------------------
     @staticmethod
@@ -320,50 +421,168 @@ class LocalTraining:
             return int(self.engine.allreduce(sum(w.iterations for w in self.windows.values())))
 
 
+def _comm(engine: Engine) -> Any:
+    """The MPI communicator of a multi-process engine; None in one process."""
+    if engine.size == 1:
+        return None
+    comm = getattr(engine, "comm", None)
+    if comm is None:
+        raise TypeError(f"checkpoints of local training on {engine!r} need an engine with an "
+                        "MPI communicator 'comm' (gather, bcast)")
+    return comm
+
+
+def _on_root(engine: Engine, fn: Callable[[], Any]) -> Any:
+    """``fn()`` run on rank 0 only; its result, or its exception, on every rank."""
+    comm = _comm(engine)
+    if comm is None:
+        return fn()
+    result = error = None
+    if engine.rank == 0:
+        try:
+            result = fn()
+        except Exception as exc:  # raised on every rank below, so that no rank waits
+            error = exc
+    result, error = comm.bcast((result, error), root=0)
+    if error is not None:
+        raise error
+    return result
+
+
+def _schwarz_config(schwarz: Schwarz, part: Partition) -> dict[str, Any]:
+    """What a checkpoint of local training records of the solver, and a resume must match."""
+    return {"T": part.T, "windows": part.P, "overlap": part.overlap, "sync": schwarz.sync,
+            "mu": float(schwarz.mu), "bounds": list(part.bounds)}
+
+
 def fit_local(model: Model, data: Any, *, forcing: Any, solver: Schwarz, optimizer: Any,
               epochs: int, steps_per_epoch: int, callbacks: Sequence[Callable[[dict], Any]],
               progress: bool, controls: dict[str, Any],
-              validate: Callable[[Model], float] | None, validate_every: int) -> dict[str, Any]:
-    """The loop of :func:`~pitsolve.fit` for ``Schwarz(objective="local")`` (whole series)."""
-    trainer = LocalTraining(model, data, forcing, solver, optimizer, controls)
+              validate: Callable[[Model], float] | None, validate_every: int,
+              checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
+              resume: bool = False) -> dict[str, Any]:
+    """The loop of :func:`~pitsolve.fit` for ``Schwarz(objective="local")`` (whole series).
+
+    Returns a dict with ``model``, ``losses``, ``alphas``, ``stats``, ``validation``,
+    ``best`` (score, epoch, model or None) and ``stopped``.
+
+    With ``checkpoint=PATH`` the training state is written atomically
+    (:func:`~pitsolve.training.checkpoint.save_checkpoint`) after every ``checkpoint_every``
+    epochs, after the last one and on Ctrl-C (the state of the last completed epoch; one
+    process only: under MPI, Ctrl-C aborts the job). The file has the format of global
+    training's checkpoints — ``params/<name>`` (the averaged model), ``best/<name>`` and
+    ``best/epoch`` (with ``validate``), metadata ``epoch``, ``alpha`` (the windows' mean),
+    ``loss_history``, ``alpha_history``, ``stats``, ``validation``, ``best_score`` — with
+    ``objective="local"``, the solver's ``schwarz`` configuration (T, windows, overlap, sync,
+    mu, bounds) and every window's state (:meth:`LocalTraining.state_arrays`) instead of the
+    optimiser state and random generator of global training. With the MPI engine rank 0
+    gathers the windows and writes the file.
+
+    ``resume=True`` continues from it (rank 0 reads it and broadcasts it to the other ranks,
+    so no shared file system is needed) bit for bit as an uninterrupted run on the same
+    engine and number of ranks. The file does not depend on the engine, so a run may also
+    continue on another one; MPI then differs from serial and threads only by rounding, as
+    its reductions (the summed gradients of ``sync="allreduce"``, the averaged model, loss
+    and α) add the windows in another order. A missing file starts from the beginning; a
+    checkpoint of global training or of another partition, ``sync`` or ``mu`` raises
+    ValueError.
+    """
+    path = None if checkpoint is None else os.fspath(checkpoint)
+    if resume and path is None:
+        raise ValueError("resume=True needs checkpoint=PATH")
+    engine = make_engine(solver.engine, workers=solver.workers, comm=solver.comm)
+    solver = dataclasses.replace(solver, engine=engine)  # one engine to load with and train on
+    config = _schwarz_config(solver, solver.partition(data.shape[-2] - 1))
     out: dict[str, Any] = {"losses": [], "alphas": [], "stats": [], "validation": [],
                            "best": (math.inf, 0, None), "stopped": None}
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        iters = 0
-        try:
-            for _ in range(steps_per_epoch):
-                trainer.step()
-                iters += trainer.iterations()
-        except (SolverError, FloatingPointError) as exc:
-            out["stopped"] = f"local training failed at epoch {epoch + 1}: {exc}"
-            break
-        current = trainer.model()
-        if not all(bool(np.isfinite(np.asarray(v)).all()) for v in current.params.values()):
-            out["stopped"] = f"parameters became non-finite at epoch {epoch + 1}"
-            break
-        out["model"] = current
-        out["losses"].append(trainer.loss())
-        out["alphas"].append(trainer.alpha())
-        stats = {"epoch": epoch + 1, "wall_time": time.perf_counter() - t0,
-                 "steps": steps_per_epoch, "solver_iterations": iters,
-                 "overlap_mismatch": trainer.mismatch(),
-                 "learning_rate": float(optimizer.learning_rate(trainer.steps))}
-        out["stats"].append(stats)
-        if validate is not None and (epoch + 1) % validate_every == 0:
-            score = float(validate(current))
-            out["validation"].append((epoch + 1, score))
-            stats["validation"] = score
-            if score < out["best"][0]:
-                out["best"] = (score, epoch + 1, current)
-        if progress and trainer.engine.rank == 0:
-            print(f"epoch {epoch + 1:5d}/{epochs}  loss {out['losses'][-1]:.4e}  "
-                  f"mismatch {stats['overlap_mismatch']:.2e}  {stats['wall_time']:.2f}s",
-                  file=sys.stderr)
-        info = {"epoch": epoch + 1, "loss": out["losses"][-1], "alpha": out["alphas"][-1],
-                "model": current, "stats": stats}
-        if any(cb(info) is True for cb in callbacks):
-            out["stopped"] = f"stopped by a callback after epoch {epoch + 1}"
-            break
-    out.setdefault("model", model)
+    state, start_epoch = None, 0
+    if resume:
+        assert path is not None
+        loaded = _on_root(engine, lambda: load_checkpoint(path) if os.path.exists(path) else None)
+        if loaded is not None:
+            arrays, meta = loaded
+            _check_checkpoint(path, meta, "local", config)
+            losses, alphas, stats, validation, best = _restored_history(arrays, meta,
+                                                                        model.params)
+            out.update(losses=losses, alphas=alphas, stats=stats, validation=validation)
+            if best is not None:
+                out["best"] = (best[0], best[1], model.replace(best[2]))
+            state, start_epoch = arrays, int(meta["epoch"])
+    trainer = LocalTraining(model, data, forcing, solver, optimizer, controls, state=state)
+    out["model"] = model if state is None else trainer.model()
+    if state is not None:
+        log.info("resumed local training from %s at epoch %d", path, start_epoch)
+
+    def save() -> None:
+        with engine.guard():  # a failed write on rank 0 ends an MPI job instead of hanging it
+            arrays = trainer.state_arrays()  # collective
+            if arrays is None:  # not rank 0
+                return
+            arrays.update({f"params/{k}": v for k, v in out["model"].params.items()})
+            score, epoch, best_model = out["best"]
+            arrays.update(_best_arrays(None if best_model is None else best_model.params, epoch))
+            alpha = out["alphas"][-1] if out["alphas"] else getattr(forcing, "initial_alpha", 0.0)
+            meta = _history_meta("local", len(out["losses"]), alpha, out["losses"], out["alphas"],
+                                 out["stats"], out["validation"], score, schwarz=config)
+            save_checkpoint(path, arrays, meta)
+
+    def mark() -> tuple[Any, ...]:  # the state at the end of the last completed epoch
+        return (trainer.snapshot(), out["model"], len(out["losses"]), len(out["validation"]),
+                out["best"])
+
+    good = mark() if engine.size == 1 else None  # Ctrl-C under MPI aborts the job
+    try:
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            iters = 0
+            try:
+                for _ in range(steps_per_epoch):
+                    trainer.step()
+                    iters += trainer.iterations()
+            except (SolverError, FloatingPointError) as exc:
+                out["stopped"] = f"local training failed at epoch {epoch + 1}: {exc}"
+                break
+            current = trainer.model()
+            if not all(bool(np.isfinite(np.asarray(v)).all()) for v in current.params.values()):
+                out["stopped"] = f"parameters became non-finite at epoch {epoch + 1}"
+                break
+            out["model"] = current
+            out["losses"].append(trainer.loss())
+            out["alphas"].append(trainer.alpha())
+            stats = {"epoch": epoch + 1, "wall_time": time.perf_counter() - t0,
+                     "steps": steps_per_epoch, "solver_iterations": iters,
+                     "overlap_mismatch": trainer.mismatch(),
+                     "learning_rate": float(optimizer.learning_rate(trainer.steps))}
+            out["stats"].append(stats)
+            if validate is not None and (epoch + 1) % validate_every == 0:
+                score = float(validate(current))
+                out["validation"].append((epoch + 1, score))
+                stats["validation"] = score
+                if score < out["best"][0]:
+                    out["best"] = (score, epoch + 1, current)
+            if good is not None:
+                good = mark()
+            if path is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+                save()
+            if progress and engine.rank == 0:
+                print(f"epoch {epoch + 1:5d}/{epochs}  loss {out['losses'][-1]:.4e}  "
+                      f"mismatch {stats['overlap_mismatch']:.2e}  {stats['wall_time']:.2f}s",
+                      file=sys.stderr)
+            info = {"epoch": epoch + 1, "loss": out["losses"][-1], "alpha": out["alphas"][-1],
+                    "model": current, "stats": stats}
+            if any(cb(info) is True for cb in callbacks):
+                out["stopped"] = f"stopped by a callback after epoch {epoch + 1}"
+                break
+    except KeyboardInterrupt:
+        if good is None:
+            raise
+        snapshot, out["model"], n, n_validation, out["best"] = good
+        trainer.restore(snapshot)
+        del out["losses"][n:], out["alphas"][n:], out["stats"][n:]
+        del out["validation"][n_validation:]
+        out["stopped"] = "interrupted (Ctrl-C)"
+        if path is not None:
+            save()
+    if out["stopped"]:
+        log.warning("local training stopped: %s", out["stopped"])
     return out
