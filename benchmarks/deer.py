@@ -4,8 +4,9 @@
     python benchmarks/deer.py --memory [--T 10000 100000]   # NewtonKrylov on elman_256 only
 
 For each standard problem (``pitsolve.testing.problems``, BENCHMARKS.md) and T, every algorithm
-is timed after a warm-up call (JIT compilation) as the median of several runs, and printed as a
-ratio to ``Sequential`` (the compiled step loop) timed in the same run, with iterations, the
+is timed after a warm-up call (JIT compilation) alternately with ``Sequential`` (the compiled
+step loop), and printed as the ratio of the medians with the quartiles of the per-pair ratios
+(the machine's speed drifts over seconds; pairs see the same drift), with iterations, the
 return code, the error against the sequential trajectory and peak memory (NumPy allocations
 traced by ``tracemalloc`` in a separate run, so tracing does not distort the timings).
 Combinations whose dense Jacobians would not fit are skipped with the bytes they would need.
@@ -22,13 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
 import tracemalloc
 
 import numpy as np
+from _timing import paired
 
 import pitsolve as ps
 from pitsolve.testing import problems
@@ -43,18 +44,6 @@ ALGORITHMS = {
 }
 DENSE_LIMIT = 2e9  # bytes of (T, D, D) Jacobians we allow
 TIME_LIMIT = 60.0  # seconds a single run may take before we stop repeating it
-
-
-def timed(fn, repeats):
-    fn()  # warm-up: JIT compilation and caches
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-        if times[-1] > TIME_LIMIT / 4:
-            break
-    return statistics.median(times), out
 
 
 def peak_bytes(fn):
@@ -116,15 +105,20 @@ def nk_memory(T):
 
 
 def run(problem_names, Ts, repeats):
+    print("ratio = median time / median Sequential time, the two timed alternately (pairs);\n"
+          "quartiles of the per-pair ratios\n")
     print(f"{'problem':22s} {'T':>7s} {'algorithm':13s} {'time ms':>9s} {'ratio':>7s} "
-          f"{'iters':>5s} {'retcode':10s} {'max err':>9s} {'peak MB':>8s}")
+          f"{'quartiles':11s} {'iters':>5s} {'retcode':10s} {'max err':>9s} {'peak MB':>8s}")
     for pname in problem_names:
         for T in Ts:
             model, h0, x = getattr(problems, pname)(T=T)
             prob = ps.RecurrenceProblem(model, h0, inputs=x, T=T)
-            t_seq, ref = timed(lambda prob=prob: ps.solve(prob, ps.Sequential()), repeats)
-            mem = peak_bytes(lambda prob=prob: ps.solve(prob, ps.Sequential()))
-            print(f"{pname:22s} {T:7d} {'Sequential':13s} {t_seq * 1e3:9.2f} {1.0:7.2f} "
+            def seq(prob=prob):
+                return ps.solve(prob, ps.Sequential())
+
+            ref = seq()
+            mem = peak_bytes(seq)
+            print(f"{pname:22s} {T:7d} {'Sequential':13s} {'':>9s} {1.0:7.2f} {'':11s} "
                   f"{'-':>5s} {ref.retcode.name:10s} {0.0:9.1e} {mem / 1e6:8.1f}")
             for name, alg in ALGORITHMS.items():
                 why = skip_reason(name, alg, model, T)
@@ -135,12 +129,12 @@ def run(problem_names, Ts, repeats):
                 def go(prob=prob, alg=alg):
                     return ps.solve(prob, alg, rtol=1e-8, atol=1e-10, maxiter=100)
 
-                t, sol = timed(go, repeats)
+                t_seq, t, spread, sol = paired(seq, go, repeats, limit=TIME_LIMIT / 4)
                 mem = peak_bytes(go)
                 err = np.max(np.abs(sol.states - ref.states))
                 print(f"{pname:22s} {T:7d} {name:13s} {t * 1e3:9.2f} {t / t_seq:7.2f} "
-                      f"{sol.stats.iterations:5d} {sol.retcode.name:10s} {err:9.1e} "
-                      f"{mem / 1e6:8.1f}")
+                      f"{spread[0]:5.2f}-{spread[1]:<5.2f} {sol.stats.iterations:5d} "
+                      f"{sol.retcode.name:10s} {err:9.1e} {mem / 1e6:8.1f}")
             if pname == "elman_256":
                 nk_memory(T)
 
@@ -155,7 +149,13 @@ def main():
     parser.add_argument("--memory", action="store_true",
                         help="only NewtonKrylov's memory on elman_256, each T in a fresh process")
     parser.add_argument("--nk-memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="do not call ps.tune_allocator() (glibc then returns freed "
+                             "memory to the OS and pages fault in again)")
     args = parser.parse_args()
+    # not for the memory runs: their figure is the peak resident size of the default allocator
+    untuned = args.default_allocator or args.memory or args.nk_memory_child
+    tuned = False if untuned else ps.tune_allocator()
     if args.nk_memory_child:
         nk_memory_child(args.nk_memory_child)
         return
@@ -164,6 +164,7 @@ def main():
         for T in Ts:
             nk_memory(T)
         return
+    print(f"allocator: {'tuned (ps.tune_allocator)' if tuned else 'default'}")
     run(args.problems, Ts, 1 if args.quick else args.repeats)
 
 

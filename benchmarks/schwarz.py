@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _timing import paired, quartiles
 
 import pitsolve as ps
 from pitsolve.testing import problems
@@ -49,9 +50,11 @@ def mpi_worker(T, repeats, gather):
     comm = MPI.COMM_WORLD
     prob = problems.shplrnn_3x50(T=T).problem()
     alg = ps.Schwarz(windows=comm.size, overlap=overlap_for(T), engine="mpi", gather=gather)
+    # the machine's ceiling: every rank steps its share of T independently, no Schwarz
+    share = problems.shplrnn_3x50(T=-(-T // comm.size)).problem()
     ps.solve(prob, alg, **TOL)  # compile and warm up
     ps.solve(prob, ps.Sequential())
-    times, seq_times = [], []
+    times, seq_times, ceiling = [], [], []
     for _ in range(repeats):
         # the baseline, interleaved: rank 0 alone runs Sequential while the others sleep (not
         # spin) in a non-blocking barrier, so that slow drifts of the machine hit both alike
@@ -66,10 +69,15 @@ def mpi_worker(T, repeats, gather):
         t0 = time.perf_counter()
         sol = ps.solve(prob, alg, **TOL)
         times.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+        comm.Barrier()
+        t0 = time.perf_counter()
+        ps.solve(share, ps.Sequential())
+        ceiling.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
     out = {"time": statistics.median(times), "retcode": sol.retcode.name,
            "sequential_time": statistics.median(seq_times) if seq_times else None,
            "sweeps": sol.stats["schwarz"]["sweeps"],
            "work_ratio": sol.stats["schwarz"]["work_ratio"]}
+    out["ceiling_time"] = statistics.median(ceiling)
     if seq_times:
         out["quartiles"] = quartiles([s / t for s, t in zip(seq_times, times, strict=True)])
     # the whole result on rank 0 (outside the timed region for gather="local")
@@ -83,39 +91,17 @@ def mpi_worker(T, repeats, gather):
         print(json.dumps(out))
 
 
-def launch_mpi(T, ranks, repeats, gather):
+def launch_mpi(T, ranks, repeats, gather, default_allocator):
     mpiexec = Path(sys.executable).parent / "mpiexec"
     env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     cmd = [str(mpiexec), "-n", str(ranks), sys.executable, __file__, "--mpi-worker",
            "--T", str(T), "--repeats", str(repeats), "--gather", gather]
+    cmd += ["--default-allocator"] if default_allocator else []
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def quartiles(values):
-    """(25th, 75th) percentiles."""
-    q = statistics.quantiles(values, n=4)
-    return q[0], q[2]
-
-
-def paired(base, fn, repeats):
-    """Median seconds of ``base`` and ``fn`` timed alternately (after a warm-up of each), so
-    that slow drifts of a shared machine hit both alike; the quartiles of the per-pair
-    ratios base/fn; and ``fn``'s last result."""
-    base(), fn()
-    t_base, t_fn = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        base()
-        t1 = time.perf_counter()
-        out = fn()
-        t_fn.append(time.perf_counter() - t1)
-        t_base.append(t1 - t0)
-    spread = quartiles([b / f for b, f in zip(t_base, t_fn, strict=True)])
-    return statistics.median(t_base), statistics.median(t_fn), spread, out
-
-
-def scaling(T, ranks, repeats):
+def scaling(T, ranks, repeats, default_allocator):
     print(f"\n## Strong scaling: shplrnn_3x50, T = {T}, δ = {overlap_for(T)}, rtol 1e-10\n")
     print("speed-up = median Sequential time / median route time, the two timed alternately in\n"
           "the same process (MPI: Sequential on rank 0 while the other ranks sleep).\n")
@@ -135,17 +121,20 @@ def scaling(T, ranks, repeats):
         f"Schwarz threads engine, {ranks} threads": ps.Schwarz(
             windows=ranks, overlap=overlap_for(T), engine="threads", workers=ranks),
     }.items():
-        t_seq, t, spread, sol = paired(lambda: ps.solve(prob, ps.Sequential()),
-                                       lambda alg=alg: ps.solve(prob, alg, **TOL), repeats)
+        t_seq, t, slow, sol = paired(lambda: ps.solve(prob, ps.Sequential()),
+                                     lambda alg=alg: ps.solve(prob, alg, **TOL), repeats)
+        spread = (1 / slow[1], 1 / slow[0])  # quartiles of the speed-ups
         info = sol.stats["schwarz"]
         report(name, t_seq, t, spread, info["sweeps"], info["work_ratio"],
                float(np.abs(sol.states - sequential).max()))
     for gather in ("all", "local"):
-        res = launch_mpi(T, ranks, repeats, gather)
+        res = launch_mpi(T, ranks, repeats, gather, default_allocator)
         report(f"Schwarz mpi engine, {ranks} ranks, gather={gather}", res["sequential_time"],
                res["time"], res["quartiles"], res["sweeps"], res["work_ratio"],
                res["vs_sequential"])
-        print(f"{'':40s} MPI vs serial engine: max |diff| = {res['vs_serial_engine']:.1e}")
+        print(f"{'':40s} MPI vs serial engine: max |diff| = {res['vs_serial_engine']:.1e}; "
+              f"ceiling (each rank steps T/{ranks} alone, no Schwarz): "
+              f"{res['sequential_time'] / res['ceiling_time']:.2f}")
     return rows
 
 
@@ -216,14 +205,19 @@ def main():
     ap.add_argument("--training", action="store_true", help="also run the training comparison")
     ap.add_argument("--mpi-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--gather", default="all", help=argparse.SUPPRESS)
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="do not call ps.tune_allocator() (glibc then returns freed memory to "
+                         "the OS and pages fault in again)")
     args = ap.parse_args()
+    tuned = False if args.default_allocator else ps.tune_allocator()
     repeats = args.repeats or (5 if args.quick else 21)
     if args.mpi_worker:
         mpi_worker(args.T, repeats, args.gather)
         return
     T = 10_000 if args.quick else args.T
-    print(f"Schwarz benchmark — load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
-    scaling(T, args.ranks, repeats)
+    print(f"Schwarz benchmark — load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, "
+          f"allocator {'tuned (ps.tune_allocator)' if tuned else 'default'}")
+    scaling(T, args.ranks, repeats, args.default_allocator)
     sweeps_vs_overlap(args.quick)
     if args.training:
         training_comparison(args.quick)

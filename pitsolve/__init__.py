@@ -15,6 +15,7 @@ from .algorithms import (
     Schwarz,
     Sequential,
 )
+from .memory import tune_allocator
 from .problems import LinearRecurrenceProblem, RecurrenceProblem
 from .solution import ReturnCode, Solution, SolverError, Stats, is_successful
 from .solve import Algorithm, Controls, finalize, init, solve, step
@@ -55,4 +56,5 @@ __all__ = [
     "solve",
     "step",
     "training",
+    "tune_allocator",
 ]

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pitsolve.kernels.residual import _residual_norms_xp, residual_norms
+from pitsolve.kernels.update import all_finite, step_size
 
 
 @given(seed=st.integers(0, 2**31), batch=st.lists(st.integers(1, 3), max_size=2),
@@ -21,3 +22,20 @@ def test_fused_residual_equals_reference(seed, batch, T, nan):
     np.testing.assert_allclose(a[1], b[1], rtol=1e-15)
     assert a[2] == b[2]
     assert a[0].shape == tuple(batch)
+
+
+@given(seed=st.integers(0, 2**31), shape=st.sampled_from([(7, 3), (2, 50, 4), (3, 1, 2)]),
+       bad=st.sampled_from([None, np.nan, np.inf, -np.inf]), strided=st.booleans())
+def test_fused_step_size_and_finiteness_equal_numpy(seed, shape, bad, strided):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(*shape[:-2], 2 * shape[-2], shape[-1]))
+    new = base[..., ::2, :] if strided else base[..., : shape[-2], :]  # views, like segments
+    old = new + rng.normal(size=new.shape)
+    if bad is not None:
+        new[(*(rng.integers(n) for n in new.shape),)] = bad
+    finite, step, size = step_size(new, old)
+    assert finite == bool(np.isfinite(new).all()) == all_finite(np.ascontiguousarray(new))
+    if finite:
+        assert step == np.abs(new - old).max() and size == np.abs(new).max()
+    else:
+        assert step == size == np.inf

@@ -24,6 +24,7 @@ import numpy as np
 from ..kernels import affine_scan, affine_scan_transpose
 from ..kernels.kalman import lm_smoother
 from ..kernels.residual import residual_norms
+from ..kernels.update import all_finite, step_size
 from ..problems import RecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register
@@ -163,12 +164,15 @@ class NewtonState(SolverState):
     current window only, and ``maxiter`` counts the iterations of one window.
     """
 
+    reuse_previous = False  # see previous()
+
     def __init__(self, problem: RecurrenceProblem, algorithm: Any, controls: Controls):
         super().__init__(problem, algorithm, controls)
         self.xp = problem.xp
         self.model = problem.working_model()
         self.rtol, self.atol = controls.tolerances(problem.dtype)
         self.h = initial_guess(problem, controls.h_init)
+        self._previous: Any = None  # the buffer of previous(self.h, ·) if reuse_previous
         self.start = 0  # steps before `start` are converged and frozen
         self.window = self.window_length()
         self.stop = self.window  # the active segment is [start, stop)
@@ -205,10 +209,22 @@ class NewtonState(SolverState):
         return self.problem.h0 if start == 0 else self.h[..., start - 1, :]
 
     def previous(self, h: Any, start: int) -> Any:
-        """h_{t-1} for t in [start, stop), from the trajectory ``h`` (full length)."""
+        """h_{t-1} for t in [start, stop), from the trajectory ``h`` (full length).
+
+        With ``reuse_previous`` and for the iterate itself (``h is self.h``) the result lives
+        in a buffer reused by every iteration: valid until the next call.
+        """
         xp = self.xp
         inner = h[..., start : self.stop - 1, :]
-        return xp.concatenate([self.carry(start)[..., None, :], inner], axis=-2)
+        if h is not self.h or not self.reuse_previous:
+            return xp.concatenate([self.carry(start)[..., None, :], inner], axis=-2)
+        n = self.stop - start
+        if self._previous is None or self._previous.shape[-2] < n:
+            self._previous = xp.empty((*h.shape[:-2], n, h.shape[-1]), dtype=h.dtype)
+        out = self._previous[..., :n, :]
+        out[..., 0, :] = self.carry(start)
+        out[..., 1:, :] = inner
+        return out
 
     def inputs(self, start: int) -> Any:
         """x_t for t in [start, stop), or None."""
@@ -235,7 +251,7 @@ class NewtonState(SolverState):
         :meth:`advance_window`.
         """
         xp = self.xp
-        if not bool(xp.isfinite(f_prev).all()):
+        if not all_finite(f_prev):
             self.finish_with_best(ReturnCode.NonFinite)
             return None
         err, q, first = residual_norms(self.segment(self.h), f_prev, self.atol, self.rtol)
@@ -274,15 +290,14 @@ class NewtonState(SolverState):
 
     def accept(self, segment: Any) -> None:
         """Install a new iterate on the active segment; non-finite values stop the solve."""
-        xp = self.xp
-        if not bool(xp.isfinite(segment).all()):
+        finite, step, size = step_size(segment, self.segment(self.h))
+        if not finite:
             self.finish_with_best(ReturnCode.NonFinite)
             return
-        step = xp.abs(segment - self.segment(self.h)).max()
-        size = self.atol + self.rtol * xp.abs(segment).max()
+        size = self.atol + self.rtol * size
         self.segment(self.h)[...] = segment
         self.stats.iterations += 1
-        self.stalled_for = self.stalled_for + 1 if float(step) <= float(size) * 1e-3 else 0
+        self.stalled_for = self.stalled_for + 1 if step <= size * 1e-3 else 0
         if self.stalled_for >= 3:
             self.finish_with_best(ReturnCode.Stalled)
 
@@ -293,6 +308,8 @@ def _to_host(x: Any) -> Any:
 
 class DEERSolve(NewtonState):
     """State of a DEER solve; see :class:`DEER`."""
+
+    reuse_previous = True  # one buffer for h_{t-1} instead of a new array per iteration
 
     def __init__(self, problem: RecurrenceProblem, algorithm: DEER, controls: Controls):
         super().__init__(problem, algorithm, controls)
@@ -363,7 +380,7 @@ class DEERSolve(NewtonState):
     def step(self) -> None:
         xp = self.xp
         f_prev, J = self.linearise(self.h, self.start)
-        if J is not None and not bool(xp.isfinite(J).all()):
+        if J is not None and not all_finite(J):
             self.finish_with_best(ReturnCode.NonFinite)
             return
         start = self.start
@@ -390,7 +407,8 @@ class DEERSolve(NewtonState):
             # δ = 0 before the segment: one scan, no products Ĵ_t h_{t-1}
             old = self.h[..., self.start : self.start + f_prev.shape[-2], :]
             zero, chunk = xp.zeros_like(self.carry(self.start)), self.algorithm.chunk_size
-            new = old + affine_scan(J, f_prev - old, zero, kernel=self.kernel, chunk_size=chunk)
+            new = affine_scan(J, f_prev - old, zero, kernel=self.kernel, chunk_size=chunk)
+            new += old  # in place: the scan's output is a new array
             self.stats.scans += 1
         if isinstance(self.algorithm.damping, LineSearch):
             new = self.line_search(new)
