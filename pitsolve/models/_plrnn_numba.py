@@ -211,6 +211,48 @@ _UNITS = 5
 
 
 @numba.njit(inline="always", **_JIT)
+def _column_sums(W2T, j, Z, out, nb):  # pragma: no cover - jitted
+    """``out[:nb] = Σ_k W2T[k, j] Z[k, :nb]``, added in order of k from zero, elementwise
+    over the rows: up to 4 terms per pass are added in a register (``M`` passes in 4s)."""
+    M = Z.shape[0]
+    zero = out.dtype.type(0)
+    k = 0
+    while k < M:
+        r = min(M - k, 4)
+        w0 = W2T[k, j]
+        if r == 4:
+            w1, w2, w3 = W2T[k + 1, j], W2T[k + 2, j], W2T[k + 3, j]
+            for n in range(nb):
+                t = zero if k == 0 else out[n]
+                t += w0 * Z[k, n]
+                t += w1 * Z[k + 1, n]
+                t += w2 * Z[k + 2, n]
+                t += w3 * Z[k + 3, n]
+                out[n] = t
+        elif r == 3:
+            w1, w2 = W2T[k + 1, j], W2T[k + 2, j]
+            for n in range(nb):
+                t = zero if k == 0 else out[n]
+                t += w0 * Z[k, n]
+                t += w1 * Z[k + 1, n]
+                t += w2 * Z[k + 2, n]
+                out[n] = t
+        elif r == 2:
+            w1 = W2T[k + 1, j]
+            for n in range(nb):
+                t = zero if k == 0 else out[n]
+                t += w0 * Z[k, n]
+                t += w1 * Z[k + 1, n]
+                out[n] = t
+        else:
+            for n in range(nb):
+                t = zero if k == 0 else out[n]
+                t += w0 * Z[k, n]
+                out[n] = t
+        k += r
+
+
+@numba.njit(inline="always", **_JIT)
 def _outer_add_units(acc, Wc, j0, X, nb):  # pragma: no cover - jitted
     """``acc[q, :nb] += Σ_u Wc[j0 + u, q] X[u, :nb]`` for u = 0 … ``_UNITS`` − 1, added in
     order of u (the same sums as ``_UNITS`` calls of :func:`_outer_add`)."""
@@ -279,12 +321,7 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
                     j = j0 + u
                     # p = W2 z + h2, summed over k in order as in _hidden
                     p0 = pre[u]
-                    for n in range(nb):
-                        p0[n] = zero
-                    for k in range(M):
-                        w = W2T[k, j]
-                        for n in range(nb):
-                            p0[n] += w * Z[k, n]
+                    _column_sums(W2T, j, Z, p0, nb)
                     hj = h2[j]
                     for n in range(nb):
                         pre[u, n], mk[u, n], on[u, n] = _unit(p0[n], hj, clipped, zero, one)
