@@ -104,3 +104,30 @@ def test_batch_axes_and_non_contiguous_inputs(kernel):
     out = affine_scan(A_view, b, h0, kernel=kernel)
     assert out.shape == (3, 2, 9, 4)
     assert_close(out, naive.scan_forward(A, b, h0), np.float64)
+
+
+@given(seed=st.integers(0, 2**31), D=st.integers(1, 5), dense=st.booleans(),
+       T=st.integers(1, 300), log_lam=st.floats(-5, 2), scale=st.floats(0.1, 1.2))
+def test_compiled_riccati_equals_the_log_depth_covariance_scan(seed, D, dense, T, log_lam,
+                                                               scale):
+    """The ELK filter covariances: compiled recursion == parallel (A, C, J) scan."""
+    from pitsolve.kernels.kalman import _filter_covariances, _filter_covariances_compiled, _Ops
+
+    rng = np.random.default_rng(seed)
+    F = scale * rng.normal(size=(2, T, D, D) if dense else (2, T, D)) / np.sqrt(D)
+    s2 = 10.0 ** -log_lam
+    ref = _filter_covariances(_Ops(np, dense, D, F.dtype), F, s2)
+    got = _filter_covariances_compiled(F, s2)
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12 * np.abs(ref).max())
+
+
+@given(seed=st.integers(0, 2**31), D=st.integers(1, 6), n=st.integers(1, 40),
+       cols=st.integers(1, 4))
+def test_compiled_spd_solve_equals_numpy(seed, D, n, cols):
+    from pitsolve.kernels.kalman import _spd_solve
+
+    rng = np.random.default_rng(seed)
+    G = rng.normal(size=(2, n, D, D))
+    S = G @ np.swapaxes(G, -1, -2) + 0.1 * np.eye(D)
+    Y = rng.normal(size=(2, n, D, cols))
+    np.testing.assert_allclose(_spd_solve(S, Y), np.linalg.solve(S, Y), rtol=1e-8, atol=1e-10)

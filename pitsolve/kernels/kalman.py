@@ -26,11 +26,21 @@ Three passes, each parallel over time:
 
 ``F`` is ``(B, T, D, D)`` (dense) or ``(B, T, D)`` (diagonal: every matrix is diagonal and every
 inverse a division). Written against the array namespace: runs on NumPy and CuPy.
+
+On NumPy arrays the covariances of step 1 come from a compiled loop instead: the Riccati
+recursion :math:`P^-_t = F_tP_{t-1}F_t^\top + I`, :math:`P_t = \sigma^2(P^-_t + \sigma^2 I)^{-1}
+P^-_t` (:math:`P_0 = 0`), O(T D³) work with the D × D solves inline (Cholesky), in parallel
+over the batch. The log-depth scan does O(T log T) batched ``linalg.solve`` calls of 3 × 3
+systems, which on a CPU cost ~1000× more (1.4 s against 1 ms at T = 10⁴, D = 3); on a GPU
+its depth is what counts.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numba
+import numpy as np
 
 from ..backends import array_namespace
 
@@ -40,8 +50,8 @@ __all__ = ["lm_smoother"]
 class _Ops:
     """Matrix algebra for dense (…, D, D) or diagonal (…, D) operands."""
 
-    def __init__(self, xp: Any, dense: bool, D: int, dtype: Any):
-        self.xp, self.dense = xp, dense
+    def __init__(self, xp: Any, dense: bool, D: int, dtype: Any, spd_solve: Any = None):
+        self.xp, self.dense, self.spd_solve = xp, dense, spd_solve
         self.eye = xp.eye(D, dtype=dtype) if dense else xp.ones(D, dtype=dtype)
 
     def mm(self, X: Any, Y: Any) -> Any:
@@ -51,8 +61,10 @@ class _Ops:
         return self.xp.swapaxes(X, -1, -2) if self.dense else X
 
     def solve(self, X: Any, Y: Any) -> Any:
-        """X⁻¹ Y."""
-        return self.xp.linalg.solve(X, Y) if self.dense else Y / X
+        """X⁻¹ Y (X symmetric positive definite: ``spd_solve`` if given)."""
+        if not self.dense:
+            return Y / X
+        return self.xp.linalg.solve(X, Y) if self.spd_solve is None else self.spd_solve(X, Y)
 
     def mv(self, X: Any, v: Any) -> Any:
         return self.xp.matmul(X, v[..., None])[..., 0] if self.dense else X * v
@@ -90,6 +102,124 @@ def _filter_covariances(ops: _Ops, F: Any, s2: float) -> Any:
     return C
 
 
+@numba.njit(cache=True, nogil=True)
+def _riccati_dense(F, s2, P):  # pragma: no cover - jitted
+    """P[b, t] of the recursion in the module docstring for dense F ``(B, T, D, D)``."""
+    B, T, D, _ = F.shape
+    Pp = np.zeros((D, D), dtype=F.dtype)  # P_{t-1}
+    Pm = np.empty((D, D), dtype=F.dtype)  # P⁻_t
+    X = np.empty((D, D), dtype=F.dtype)
+    Lc = np.empty((D, D), dtype=F.dtype)
+    for b in range(B):
+        Pp[:, :] = 0.0
+        for t in range(T):
+            Ft = F[b, t]
+            # X = F P_{t-1}; P⁻ = X Fᵀ + I
+            for i in range(D):
+                for j in range(D):
+                    acc = 0.0
+                    for k in range(D):
+                        acc += Ft[i, k] * Pp[k, j]
+                    X[i, j] = acc
+            for i in range(D):
+                for j in range(D):
+                    acc = 0.0
+                    for k in range(D):
+                        acc += X[i, k] * Ft[j, k]
+                    Pm[i, j] = acc + (1.0 if i == j else 0.0)
+            # Cholesky of S = P⁻ + σ²I (symmetric positive definite)
+            for j in range(D):
+                d = Pm[j, j] + s2
+                for k in range(j):
+                    d -= Lc[j, k] * Lc[j, k]
+                d = np.sqrt(d)
+                Lc[j, j] = d
+                for i in range(j + 1, D):
+                    v = 0.5 * (Pm[i, j] + Pm[j, i])
+                    for k in range(j):
+                        v -= Lc[i, k] * Lc[j, k]
+                    Lc[i, j] = v / d
+            # P_t = σ² S⁻¹ P⁻, column by column: forward then back substitution
+            for j in range(D):
+                for i in range(D):
+                    v = Pm[i, j]
+                    for k in range(i):
+                        v -= Lc[i, k] * X[k, j]
+                    X[i, j] = v / Lc[i, i]
+                for i in range(D - 1, -1, -1):
+                    v = X[i, j]
+                    for k in range(i + 1, D):
+                        v -= Lc[k, i] * X[k, j]
+                    X[i, j] = v / Lc[i, i]
+            for i in range(D):
+                for j in range(D):
+                    Pp[i, j] = 0.5 * s2 * (X[i, j] + X[j, i])  # symmetric by construction
+            P[b, t] = Pp
+
+
+@numba.njit(cache=True, nogil=True)
+def _riccati_diagonal(F, s2, P):  # pragma: no cover - jitted
+    """P[b, t] of the recursion for diagonal F ``(B, T, D)``: elementwise."""
+    B, T, D = F.shape
+    for b in range(B):
+        for d in range(D):
+            p = 0.0
+            for t in range(T):
+                f = F[b, t, d]
+                pm = f * p * f + 1.0
+                p = s2 * pm / (pm + s2)
+                P[b, t, d] = p
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _spd_solve_kernel(S, Y, X):  # pragma: no cover - jitted
+    """X[n] = S[n]⁻¹ Y[n] for symmetric positive definite S[n] (D × D), by Cholesky."""
+    N, D, _ = S.shape
+    for n in numba.prange(N):
+        L = np.empty((D, D), dtype=S.dtype)
+        for j in range(D):
+            d = S[n, j, j]
+            for k in range(j):
+                d -= L[j, k] * L[j, k]
+            d = np.sqrt(d)
+            L[j, j] = d
+            for i in range(j + 1, D):
+                v = S[n, i, j]
+                for k in range(j):
+                    v -= L[i, k] * L[j, k]
+                L[i, j] = v / d
+        for c in range(Y.shape[2]):
+            for i in range(D):
+                v = Y[n, i, c]
+                for k in range(i):
+                    v -= L[i, k] * X[n, k, c]
+                X[n, i, c] = v / L[i, i]
+            for i in range(D - 1, -1, -1):
+                v = X[n, i, c]
+                for k in range(i + 1, D):
+                    v -= L[k, i] * X[n, k, c]
+                X[n, i, c] = v / L[i, i]
+
+
+def _spd_solve(S: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """S⁻¹ Y for stacks ``(..., D, D)`` of symmetric positive definite S (NumPy)."""
+    Y = np.broadcast_to(Y, S.shape[:-2] + Y.shape[-2:])
+    lead = S.shape[:-2]
+    Sf = np.ascontiguousarray(S.reshape(-1, *S.shape[-2:]))
+    Yf = np.ascontiguousarray(Y.reshape(-1, *Y.shape[-2:]))
+    X = np.empty_like(Yf)
+    _spd_solve_kernel(Sf, Yf, X)
+    return X.reshape(*lead, *Y.shape[-2:])
+
+
+def _filter_covariances_compiled(F: np.ndarray, s2: float) -> np.ndarray:
+    """P_t for t = 1..T by the compiled Riccati recursion (NumPy arrays)."""
+    F = np.ascontiguousarray(F)
+    P = np.empty_like(F)
+    (_riccati_dense if F.ndim == 4 else _riccati_diagonal)(F, float(s2), P)
+    return P
+
+
 def lm_smoother(F: Any, c: Any, lam: float, *, scan: Any, scan_reverse: Any) -> Any:
     """The minimiser δ ``(B, T, D)`` of the damped least-squares problem above.
 
@@ -99,9 +229,14 @@ def lm_smoother(F: Any, c: Any, lam: float, *, scan: Any, scan_reverse: Any) -> 
     xp = array_namespace(F, c)
     B, _, D = c.shape
     dense = F.ndim == 4
-    ops = _Ops(xp, dense, D, c.dtype)
     s2 = 1.0 / lam
-    P = _filter_covariances(ops, F, s2)
+    compiled = xp is np and F.dtype.kind == "f"
+    # every matrix solved below (P⁻, P⁻ + σ²I) is symmetric positive definite: Cholesky
+    ops = _Ops(xp, dense, D, c.dtype, spd_solve=_spd_solve if compiled else None)
+    if compiled:
+        P = _filter_covariances_compiled(F, s2)
+    else:
+        P = _filter_covariances(ops, F, s2)
     P_prev = xp.concatenate([xp.zeros_like(P[:, :1]), P[:, :-1]], axis=1)
     P_pred = ops.mm(ops.mm(F, P_prev), ops.T(F)) + ops.eye  # P⁻_t
     S = P_pred + s2 * ops.eye
