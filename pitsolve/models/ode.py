@@ -21,8 +21,8 @@ import numpy as np
 
 from .._validation import check_positive_int
 from ..backends import array_namespace
+from ._shared import _arrays, _bptt_arrays, _bptt_result, _compute_dtype, _sequential_setup
 from .base import Model, Parametrized, Params
-from .rnn import _arrays, _bptt_arrays, _bptt_result, _compute_dtype, _sequential_setup
 
 __all__ = ["Lorenz63", "ODEStep", "VectorField"]
 

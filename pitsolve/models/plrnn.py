@@ -29,8 +29,7 @@ import numpy as np
 from .._validation import check_positive_int
 from ..backends import array_namespace
 from . import _plrnn_numba
-from .base import Model, Params
-from .rnn import (
+from ._shared import (
     _bptt_arrays,
     _bptt_forced_arrays,
     _bptt_forced_result,
@@ -40,6 +39,7 @@ from .rnn import (
     _generic_bptt_forced,
     _generic_sequential_forced,
 )
+from .base import Model, Params
 
 __all__ = ["ALRNN", "ClippedShPLRNN", "ShPLRNN"]
 

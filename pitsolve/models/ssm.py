@@ -20,8 +20,7 @@ import numpy as np
 
 from .._validation import check_positive_int
 from ..backends import array_namespace
-from .base import Model, Params
-from .rnn import (
+from ._shared import (
     _arrays,
     _bptt_arrays,
     _bptt_result,
@@ -37,6 +36,7 @@ from .rnn import (
     _sequential_setup,
     _sigmoid,
 )
+from .base import Model, Params
 
 __all__ = ["LinearSSM"]
 

@@ -314,7 +314,7 @@ class ForcedPredictionModel(_Forcing):
     ) -> tuple[Params, Any, Any]:
         """:meth:`bptt` on NumPy arrays: ``fast`` (``_bptt_predictions``) or ``forced``
         (``bptt_forced``) is the base model's compiled loop."""
-        from ..models.rnn import _bptt_arrays, _cotangent_like, _sum_to
+        from ..models._shared import _bptt_arrays, _cotangent_like, _sum_to
 
         T = states.shape[-2]
         lead, xb, zhat, a, u0, Zs, As = self._unpack(h0, inputs, T)
