@@ -13,7 +13,7 @@ import numpy as np
 
 from .._validation import check_positive_int
 from ..backends import array_namespace
-from .base import Model, Params, step_loop
+from .base import Model, Params, bptt_shapes, step_loop
 
 # -- helpers shared by the built-in models (rnn, ssm, ode) ------------------------------------
 
@@ -158,19 +158,7 @@ def _bptt_arrays(model: Model, h0: Any, inputs: Any, states: Any, g: Any) -> Any
     if states.dtype not in (np.float32, np.float64):
         return None
     dt, D = states.dtype, model.state_dim
-    if states.ndim < 2 or states.shape[-1] != D:
-        raise ValueError(f"states must have shape (..., T, {D}), got {states.shape}")
-    T = states.shape[-2]
-    if g.shape[-2:] != states.shape[-2:]:
-        raise ValueError(f"g must have shape (..., {T}, {D}), got {g.shape}")
-    if h0.ndim < 1 or h0.shape[-1] != D:
-        raise ValueError(f"h0 must have shape (..., {D}), got {h0.shape}")
-    shapes = [states.shape[:-2], g.shape[:-2], h0.shape[:-1]]
-    if inputs is not None:
-        if inputs.ndim < 2 or inputs.shape[-2] < T:
-            raise ValueError(f"inputs must have shape (..., T≥{T}, N_x), got {inputs.shape}")
-        shapes.append(inputs.shape[:-2])
-    lead = tuple(np.broadcast_shapes(*shapes))
+    T, lead = bptt_shapes(D, h0, inputs, states, g)
 
     def flat(a: Any, tail: tuple[int, ...]) -> np.ndarray:
         a = np.broadcast_to(a.astype(dt, copy=False), (*lead, *tail))

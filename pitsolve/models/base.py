@@ -150,6 +150,25 @@ class Parametrized:
         return self._derived[name]
 
 
+def bptt_shapes(D: int, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[int, tuple]:
+    """``(T, lead)`` of the arguments of :meth:`Model.bptt`, checked: states and g
+    ``(..., T, D)``, h0 ``(..., D)``, inputs ``(..., T' ≥ T, N_x)`` or None; ``lead`` is
+    their broadcast batch shape. Raises ValueError naming the argument otherwise."""
+    if states.ndim < 2 or states.shape[-1] != D:
+        raise ValueError(f"states must have shape (..., T, {D}), got {states.shape}")
+    T = states.shape[-2]
+    if g.shape[-2:] != states.shape[-2:]:
+        raise ValueError(f"g must have shape (..., {T}, {D}), got {g.shape}")
+    if h0.ndim < 1 or h0.shape[-1] != D:
+        raise ValueError(f"h0 must have shape (..., {D}), got {h0.shape}")
+    shapes = [states.shape[:-2], g.shape[:-2], h0.shape[:-1]]
+    if inputs is not None:
+        if inputs.ndim < 2 or inputs.shape[-2] < T:
+            raise ValueError(f"inputs must have shape (..., T≥{T}, N_x), got {inputs.shape}")
+        shapes.append(inputs.shape[:-2])
+    return T, tuple(np.broadcast_shapes(*shapes))
+
+
 class Model(Parametrized):
     """Base class of models. Subclasses set ``params`` and implement the protocol.
 
@@ -281,19 +300,7 @@ class Model(Parametrized):
         xp = array_namespace(h0, inputs, states, g)
         dtype = states.dtype
         D = self.state_dim
-        if states.ndim < 2 or states.shape[-1] != D:
-            raise ValueError(f"states must have shape (..., T, {D}), got {states.shape}")
-        T = states.shape[-2]
-        if g.shape[-2:] != states.shape[-2:]:
-            raise ValueError(f"g must have shape (..., {T}, {D}), got {g.shape}")
-        if h0.ndim < 1 or h0.shape[-1] != D:
-            raise ValueError(f"h0 must have shape (..., {D}), got {h0.shape}")
-        shapes = [states.shape[:-2], g.shape[:-2], h0.shape[:-1]]
-        if inputs is not None:
-            if inputs.ndim < 2 or inputs.shape[-2] < T:
-                raise ValueError(f"inputs must have shape (..., T≥{T}, N_x), got {inputs.shape}")
-            shapes.append(inputs.shape[:-2])
-        lead = tuple(np.broadcast_shapes(*shapes))
+        T, lead = bptt_shapes(D, h0, inputs, states, g)
 
         def sum_to(a: Any, shape: tuple[int, ...]) -> Any:
             """``a`` summed over the axes along which ``shape`` was broadcast to ``a.shape``."""
