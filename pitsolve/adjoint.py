@@ -115,15 +115,44 @@ def _lambda_scan(sol: Solution, model: Any, prev: Any, x: Any, g: Any, kernel: s
     return affine_scan_transpose(J, g, kernel=kernel)[0]
 
 
-def _lambda_matrix_free(model: Any, prev: Any, x: Any, g: Any, kernel: str, rtol: float) -> Any:
-    """Solve J_Fᵀ λ = g, (J_Fᵀ λ)_t = λ_t − J_{t+1}ᵀ λ_{t+1}, with GMRES and VJPs only."""
+def _lambda_matrix_free(model: Any, prev: Any, x: Any, g: Any, kernel: str, rtol: float,
+                        window: int | None = None) -> Any:
+    r"""Solve :math:`J_F^\top \lambda = g`, :math:`(J_F^\top\lambda)_t = \lambda_t -
+    J_{t+1}^\top\lambda_{t+1}`, with GMRES and VJPs only.
+
+    With ``window`` (steps), the time axis is solved in windows from the last to the first:
+    by reverse causality λ on ``[a, b)`` depends only on g there and on :math:`\lambda_b`,
+    which enters as :math:`g_{b-1} + J_b^\top\lambda_b`. The Krylov vectors and the
+    linearisation then hold one window, not all T steps (the forward solve's windows, so the
+    adjoint needs no more memory than the solve).
+    """
+    xp = array_namespace(g)
+    T = g.shape[-2]
+    window = T if window is None else max(1, min(int(window), T))
+    lam = xp.empty_like(g)
+    carry = None  # J_bᵀ λ_b for the window ending at b
+    for a in range(((T - 1) // window) * window, -1, -window):
+        b = min(a + window, T)
+        rhs = g[..., a:b, :].copy()
+        if carry is not None:
+            rhs[..., -1, :] += carry
+        xs = None if x is None else x[..., a:b, :]
+        lam[..., a:b, :] = _window_adjoint(model, prev[..., a:b, :], xs, rhs, kernel, rtol)
+        if a > 0:  # J_aᵀ λ_a, for the window before
+            xa = None if x is None else x[..., a, :]
+            carry = model.vjp_h(prev[..., a, :], xa, lam[..., a, :])
+    return lam
+
+
+def _window_adjoint(model: Any, prev: Any, x: Any, g: Any, kernel: str, rtol: float) -> Any:
+    r"""λ of one window: ``J_Fᵀ λ = g`` with :math:`\lambda_{b}` = 0 past its end."""
     xp = array_namespace(g)
     if xp.__name__ == "cupy":  # pragma: no cover - needs a GPU
         from cupyx.scipy.sparse.linalg import LinearOperator, gmres
     else:
         from scipy.sparse.linalg import LinearOperator, gmres
     shape, n, dtype = g.shape, g.size, g.dtype
-    # J_{t+1} for t < T, linearised once: each product is then a VJP without evaluating f
+    # J_{t+1} for t < the window's end, linearised once: each product is then a VJP
     lin = None
     if shape[-2] > 1:
         lin = linearize(model, prev[..., 1:, :], None if x is None else x[..., 1:, :])
@@ -169,7 +198,8 @@ def recurrence_vjp(sol: Solution, g: Any) -> Cotangents:
     prev, x = _previous(p, sol.states), p.inputs
     if route == "matrix-free":
         rtol = 10 * float(np.finfo(g.dtype).eps) ** 0.75
-        lam = _lambda_matrix_free(model, prev, x, g, kernel, rtol)
+        window = sol.stats.extra.get("window")
+        lam = _lambda_matrix_free(model, prev, x, g, kernel, rtol, window)
     else:
         lam = _lambda_scan(sol, model, prev, x, g, kernel)
     x0 = None if x is None else x[..., 0, :]
