@@ -102,6 +102,42 @@ def _filter_covariances(ops: _Ops, F: Any, s2: float) -> Any:
     return C
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cholesky(A, shift, L):  # pragma: no cover - jitted
+    """``L`` (lower) with ``L Lᵀ = A + shift·I``, read from the lower triangle of the symmetric
+    positive definite ``A`` (D × D)."""
+    D = A.shape[0]
+    for j in range(D):
+        d = A[j, j] + shift
+        for k in range(j):
+            d -= L[j, k] * L[j, k]
+        d = np.sqrt(d)
+        L[j, j] = d
+        for i in range(j + 1, D):
+            v = A[i, j]
+            for k in range(j):
+                v -= L[i, k] * L[j, k]
+            L[i, j] = v / d
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cholesky_solve(L, Y, X):  # pragma: no cover - jitted
+    """``X = (L Lᵀ)⁻¹ Y`` column by column: forward, then back substitution (``X`` may be
+    ``Y``)."""
+    D = L.shape[0]
+    for c in range(Y.shape[1]):
+        for i in range(D):
+            v = Y[i, c]
+            for k in range(i):
+                v -= L[i, k] * X[k, c]
+            X[i, c] = v / L[i, i]
+        for i in range(D - 1, -1, -1):
+            v = X[i, c]
+            for k in range(i + 1, D):
+                v -= L[k, i] * X[k, c]
+            X[i, c] = v / L[i, i]
+
+
 @numba.njit(cache=True, nogil=True)
 def _riccati_dense(F, s2, P):  # pragma: no cover - jitted
     """P[b, t] of the recursion in the module docstring for dense F ``(B, T, D, D)``."""
@@ -114,7 +150,7 @@ def _riccati_dense(F, s2, P):  # pragma: no cover - jitted
         Pp[:, :] = 0.0
         for t in range(T):
             Ft = F[b, t]
-            # X = F P_{t-1}; P⁻ = X Fᵀ + I
+            # X = F P_{t-1}; P⁻ = X Fᵀ + I, symmetrised
             for i in range(D):
                 for j in range(D):
                     acc = 0.0
@@ -127,30 +163,12 @@ def _riccati_dense(F, s2, P):  # pragma: no cover - jitted
                     for k in range(D):
                         acc += X[i, k] * Ft[j, k]
                     Pm[i, j] = acc + (1.0 if i == j else 0.0)
-            # Cholesky of S = P⁻ + σ²I (symmetric positive definite)
-            for j in range(D):
-                d = Pm[j, j] + s2
-                for k in range(j):
-                    d -= Lc[j, k] * Lc[j, k]
-                d = np.sqrt(d)
-                Lc[j, j] = d
-                for i in range(j + 1, D):
-                    v = 0.5 * (Pm[i, j] + Pm[j, i])
-                    for k in range(j):
-                        v -= Lc[i, k] * Lc[j, k]
-                    Lc[i, j] = v / d
-            # P_t = σ² S⁻¹ P⁻, column by column: forward then back substitution
-            for j in range(D):
-                for i in range(D):
-                    v = Pm[i, j]
-                    for k in range(i):
-                        v -= Lc[i, k] * X[k, j]
-                    X[i, j] = v / Lc[i, i]
-                for i in range(D - 1, -1, -1):
-                    v = X[i, j]
-                    for k in range(i + 1, D):
-                        v -= Lc[k, i] * X[k, j]
-                    X[i, j] = v / Lc[i, i]
+            for i in range(D):
+                for j in range(i):
+                    Pm[i, j] = Pm[j, i] = 0.5 * (Pm[i, j] + Pm[j, i])
+            # P_t = σ² S⁻¹ P⁻ with S = P⁻ + σ²I (symmetric positive definite)
+            _cholesky(Pm, s2, Lc)
+            _cholesky_solve(Lc, Pm, X)
             for i in range(D):
                 for j in range(D):
                     Pp[i, j] = 0.5 * s2 * (X[i, j] + X[j, i])  # symmetric by construction
@@ -177,28 +195,8 @@ def _spd_solve_kernel(S, Y, X):  # pragma: no cover - jitted
     N, D, _ = S.shape
     for n in numba.prange(N):
         L = np.empty((D, D), dtype=S.dtype)
-        for j in range(D):
-            d = S[n, j, j]
-            for k in range(j):
-                d -= L[j, k] * L[j, k]
-            d = np.sqrt(d)
-            L[j, j] = d
-            for i in range(j + 1, D):
-                v = S[n, i, j]
-                for k in range(j):
-                    v -= L[i, k] * L[j, k]
-                L[i, j] = v / d
-        for c in range(Y.shape[2]):
-            for i in range(D):
-                v = Y[n, i, c]
-                for k in range(i):
-                    v -= L[i, k] * X[n, k, c]
-                X[n, i, c] = v / L[i, i]
-            for i in range(D - 1, -1, -1):
-                v = X[n, i, c]
-                for k in range(i + 1, D):
-                    v -= L[k, i] * X[n, k, c]
-                X[n, i, c] = v / L[i, i]
+        _cholesky(S[n], 0.0, L)
+        _cholesky_solve(L, Y[n], X[n])
 
 
 def _spd_solve(S: np.ndarray, Y: np.ndarray) -> np.ndarray:
