@@ -147,7 +147,9 @@ class Solution:
         the Jacobians :math:`J_t = \\partial f/\\partial h\\,(h_{t-1}, x_t)` at the returned
         trajectory, ``(..., T, D, D)`` (or ``(..., T, D)`` for diagonal models), where the
         solver evaluated them there anyway (a successful DEER solve with exact Jacobians),
-        else ``None``. :meth:`vjp` reuses them instead of evaluating them again.
+        else ``None``. :meth:`vjp` reuses them instead of evaluating them again. A solver
+        may set a function instead (:meth:`defer_jacobians`): it runs on first access, so
+        that a solve whose Jacobians are never used never assembles them.
     """
 
     states: Any
@@ -157,6 +159,22 @@ class Solution:
     algorithm: Any
     converged: Any = None
     jacobians: Any = None
+
+    def defer_jacobians(self, assemble: Callable[[], Any]) -> None:
+        """Let ``assemble()`` compute :attr:`jacobians` (an array or None) on first access."""
+        self._assemble = assemble
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "jacobians":
+            assemble = self.__dict__.pop("_assemble", None)
+            if assemble is not None:
+                object.__setattr__(self, name, assemble())
+        return object.__getattribute__(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "jacobians":  # an explicit value replaces a deferred one
+            self.__dict__.pop("_assemble", None)
+        object.__setattr__(self, name, value)
 
     def vjp(self, g: Any) -> Any:
         """Cotangents of a scalar loss L given ``g = dL/dstates``.

@@ -24,7 +24,7 @@ import numpy as np
 from ..kernels import affine_scan, affine_scan_transpose
 from ..kernels.kalman import lm_smoother
 from ..kernels.residual import residual_norms
-from ..kernels.update import all_finite, step_size
+from ..kernels.update import all_finite, apply_step, step_size
 from ..problems import RecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register
@@ -140,16 +140,21 @@ def truncate_at_nonfinite(delta: Any, xp: Any) -> Any:
 
 
 def initial_guess(problem: RecurrenceProblem, h_init: Any) -> Any:
-    """``h_init`` checked against the problem, or h0 repeated over time."""
+    """The trajectory h0, h_1, …, h_T ``(batch..., T + 1, D)``: h0 followed by ``h_init``
+    (checked against the problem), or by h0 repeated over time."""
     xp = problem.xp
     shape = (*problem.batch_shape, problem.T, problem.D)
-    if h_init is None:
-        return xp.broadcast_to(problem.h0[..., None, :], shape).copy()
-    if tuple(h_init.shape) != shape:
-        raise ValueError(f"h_init must have shape {shape} = (batch..., T, D), got {h_init.shape}")
-    if not bool(xp.isfinite(h_init).all()):
-        raise ValueError("h_init contains non-finite values (NaN or Inf)")
-    return xp.array(h_init, dtype=problem.dtype, copy=True)
+    if h_init is not None:
+        if tuple(h_init.shape) != shape:
+            raise ValueError(
+                f"h_init must have shape {shape} = (batch..., T, D), got {h_init.shape}"
+            )
+        if not bool(xp.isfinite(h_init).all()):
+            raise ValueError("h_init contains non-finite values (NaN or Inf)")
+    ext = xp.empty((*shape[:-2], shape[-2] + 1, shape[-1]), dtype=problem.dtype)
+    ext[..., 0, :] = problem.h0
+    ext[..., 1:, :] = problem.h0[..., None, :] if h_init is None else h_init
+    return ext
 
 
 class NewtonState(SolverState):
@@ -164,15 +169,15 @@ class NewtonState(SolverState):
     current window only, and ``maxiter`` counts the iterations of one window.
     """
 
-    reuse_previous = False  # see previous()
-
     def __init__(self, problem: RecurrenceProblem, algorithm: Any, controls: Controls):
         super().__init__(problem, algorithm, controls)
         self.xp = problem.xp
         self.model = problem.working_model()
         self.rtol, self.atol = controls.tolerances(problem.dtype)
-        self.h = initial_guess(problem, controls.h_init)
-        self._previous: Any = None  # the buffer of previous(self.h, ·) if reuse_previous
+        # the iterate h_1..h_T is a view after h0: h_{t-1} over any segment is then a view too
+        self._with_h0 = initial_guess(problem, controls.h_init)
+        self.h = self._with_h0[..., 1:, :]
+        self.rhs: Any = None  # f(h) - h on the active segment, from test()
         self.start = 0  # steps before `start` are converged and frozen
         self.window = self.window_length()
         self.stop = self.window  # the active segment is [start, stop)
@@ -209,22 +214,12 @@ class NewtonState(SolverState):
         return self.problem.h0 if start == 0 else self.h[..., start - 1, :]
 
     def previous(self, h: Any, start: int) -> Any:
-        """h_{t-1} for t in [start, stop), from the trajectory ``h`` (full length).
-
-        With ``reuse_previous`` and for the iterate itself (``h is self.h``) the result lives
-        in a buffer reused by every iteration: valid until the next call.
-        """
-        xp = self.xp
+        """h_{t-1} for t in [start, stop), from the trajectory ``h`` (full length): for the
+        iterate itself (``h is self.h``) a view, which changes with it."""
+        if h is self.h:
+            return self._with_h0[..., start : self.stop, :]
         inner = h[..., start : self.stop - 1, :]
-        if h is not self.h or not self.reuse_previous:
-            return xp.concatenate([self.carry(start)[..., None, :], inner], axis=-2)
-        n = self.stop - start
-        if self._previous is None or self._previous.shape[-2] < n:
-            self._previous = xp.empty((*h.shape[:-2], n, h.shape[-1]), dtype=h.dtype)
-        out = self._previous[..., :n, :]
-        out[..., 0, :] = self.carry(start)
-        out[..., 1:, :] = inner
-        return out
+        return self.xp.concatenate([self.carry(start)[..., None, :], inner], axis=-2)
 
     def inputs(self, start: int) -> Any:
         """x_t for t in [start, stop), or None."""
@@ -243,7 +238,8 @@ class NewtonState(SolverState):
         self.finish(code, self.h, (self.best_q <= 1) & last)
 
     def test(self, f_prev: Any) -> int | None:
-        """Record the residual of the current iterate and stop if converged or failed.
+        """Record the residual of the current iterate and stop if converged or failed; keep
+        :math:`f(h) - h` on the active segment as ``rhs`` (see :meth:`take_rhs`).
 
         Returns the number of leading steps of the active segment that have converged in
         every batch element (None once done). The whole segment, ``stop - start``, is
@@ -251,12 +247,14 @@ class NewtonState(SolverState):
         :meth:`advance_window`.
         """
         xp = self.xp
-        if not all_finite(f_prev):
-            self.finish_with_best(ReturnCode.NonFinite)
-            return None
-        err, q, first = residual_norms(self.segment(self.h), f_prev, self.atol, self.rtol)
+        segment = self.segment(self.h)
+        self.rhs = xp.empty_like(segment)  # f(h) - h, the Newton step's right-hand side
+        err, q, first = residual_norms(segment, f_prev, self.atol, self.rtol, out=self.rhs)
         err = np.asarray(_to_host(err), dtype=float)
         q = np.asarray(_to_host(q), dtype=float)
+        if not np.isfinite(err).all():  # the iterate is finite: f(h) is not (NaN propagates)
+            self.finish_with_best(ReturnCode.NonFinite)
+            return None
         self.stats.residual_history.append(float(err.max()) if err.size else 0.0)
         improved = err < self.best_err
         if improved.any():
@@ -280,6 +278,12 @@ class NewtonState(SolverState):
             return None
         return first
 
+    def take_rhs(self, first: int) -> Any:
+        """:math:`f(h_{t-1}) - h_t` from the last :meth:`test`, without its first ``first``
+        steps (those frozen since); the state lets go of it."""
+        rhs, self.rhs = self.rhs, None
+        return rhs[..., first:, :]
+
     def freeze(self, first: int) -> int:
         """Advance ``start`` past the prefix converged in every batch element; returns the
         number of steps frozen."""
@@ -291,11 +295,22 @@ class NewtonState(SolverState):
     def accept(self, segment: Any) -> None:
         """Install a new iterate on the active segment; non-finite values stop the solve."""
         finite, step, size = step_size(segment, self.segment(self.h))
+        if finite:
+            self.segment(self.h)[...] = segment
+        self.record_step(finite, step, size)
+
+    def accept_step(self, delta: Any) -> None:
+        """Add the step ``delta`` to the active segment; non-finite values stop the solve."""
+        self.record_step(*apply_step(self.segment(self.h), delta))
+
+    def record_step(self, finite: bool, step: float, size: float) -> None:
+        """Count an iteration that moved the iterate by ``step`` (max norm) to an iterate of
+        max norm ``size``; stop if it was not finite (restoring the best iterate) or if the
+        steps have stalled."""
         if not finite:
             self.finish_with_best(ReturnCode.NonFinite)
             return
         size = self.atol + self.rtol * size
-        self.segment(self.h)[...] = segment
         self.stats.iterations += 1
         self.stalled_for = self.stalled_for + 1 if step <= size * 1e-3 else 0
         if self.stalled_for >= 3:
@@ -306,10 +321,23 @@ def _to_host(x: Any) -> Any:
     return x.get() if hasattr(x, "get") else x
 
 
+def assemble_jacobians(kept: list[tuple[int, Any]], T: int, time_axis: int, xp: Any) -> Any:
+    """The Jacobians kept as ``(start, J)`` pieces in time order, as one array over all T
+    steps; None if they do not cover them or are not all finite (the Newton steps never
+    used those of converged steps, so nothing else checked them)."""
+    t = 0
+    for start, J in kept:
+        if start != t:
+            return None
+        t += J.shape[time_axis]
+    if t != T:
+        return None
+    J = kept[0][1] if len(kept) == 1 else xp.concatenate([J for _, J in kept], axis=time_axis)
+    return J if all_finite(J) else None
+
+
 class DEERSolve(NewtonState):
     """State of a DEER solve; see :class:`DEER`."""
-
-    reuse_previous = True  # one buffer for h_{t-1} instead of a new array per iteration
 
     def __init__(self, problem: RecurrenceProblem, algorithm: DEER, controls: Controls):
         super().__init__(problem, algorithm, controls)
@@ -338,23 +366,10 @@ class DEERSolve(NewtonState):
     def solution(self) -> Any:
         sol = super().solution()
         if self.retcode is ReturnCode.Success and self.kept:
-            sol.jacobians = self.jacobians_at_solution()
+            # assembled if used; the closure holds the kept pieces only, not this state
+            kept, T, time_axis, xp = self.kept, self.problem.T, self.h.ndim - 2, self.xp
+            sol.defer_jacobians(lambda: assemble_jacobians(kept, T, time_axis, xp))
         return sol
-
-    def jacobians_at_solution(self) -> Any:
-        """The kept Jacobians as one array over all T steps, or None if they do not cover
-        them."""
-        time_axis = self.h.ndim - 2  # of J too: (..., T, D, D) or (..., T, D)
-        t = 0
-        for start, J in self.kept:
-            if start != t:
-                return None
-            t += J.shape[time_axis]
-        if t != self.problem.T:
-            return None
-        if len(self.kept) == 1:
-            return self.kept[0][1]
-        return self.xp.concatenate([J for _, J in self.kept], axis=time_axis)
 
     def linearise(self, h: Any, start: int) -> tuple[Any, Any]:
         """f(h_{t-1}) and Ĵ_t on [start, T)."""
@@ -380,7 +395,9 @@ class DEERSolve(NewtonState):
     def step(self) -> None:
         xp = self.xp
         f_prev, J = self.linearise(self.h, self.start)
-        if J is not None and not all_finite(J):
+        # a non-finite Ĵ makes the Newton iterate non-finite, which accept() reports; the
+        # damped steps would instead shrink or reject the step, so check first for them
+        if J is not None and self.algorithm.damping is not None and not all_finite(J):
             self.finish_with_best(ReturnCode.NonFinite)
             return
         start = self.start
@@ -398,19 +415,24 @@ class DEERSolve(NewtonState):
                 J = J[(slice(None),) * time_axis + (slice(first, None),)]
         work = 3 * self.h.nbytes + f_prev.nbytes + (0 if J is None else J.nbytes)
         self.stats.peak_bytes = max(self.stats.peak_bytes, int(work))
-        if isinstance(self.algorithm.damping, LevenbergMarquardt):
-            new = self.levenberg_marquardt(f_prev, J)
-        elif J is None:
+        damping = self.algorithm.damping
+        if isinstance(damping, LevenbergMarquardt):
+            self.accept(self.levenberg_marquardt(f_prev, J))
+            return
+        if J is None:  # Picard: h ← f(h)
             new = f_prev
         else:
             # the Newton step δ = h^(k+1) - h^(k) solves δ_t = Ĵ_t δ_{t-1} + (f_t - h_t),
             # δ = 0 before the segment: one scan, no products Ĵ_t h_{t-1}
-            old = self.h[..., self.start : self.start + f_prev.shape[-2], :]
             zero, chunk = xp.zeros_like(self.carry(self.start)), self.algorithm.chunk_size
-            new = affine_scan(J, f_prev - old, zero, kernel=self.kernel, chunk_size=chunk)
-            new += old  # in place: the scan's output is a new array
+            rhs = self.take_rhs(first)
+            delta = affine_scan(J, rhs, zero, kernel=self.kernel, chunk_size=chunk)
             self.stats.scans += 1
-        if isinstance(self.algorithm.damping, LineSearch):
+            if damping is None:
+                self.accept_step(delta)  # h += δ in place, measured in the same pass
+                return
+            new = self.segment(self.h) + delta
+        if isinstance(damping, LineSearch):
             new = self.line_search(new)
         self.accept(new)
 

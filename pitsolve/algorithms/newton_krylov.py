@@ -206,7 +206,7 @@ class NewtonKrylovSolve(NewtonState):
         if first:
             f_prev = f_prev[..., first:, :]
             d = None if d is None else d[..., first:, :]
-        rhs = f_prev - self.segment(self.h)  # −r
+        rhs = self.take_rhs(first)  # −r
         del f_prev
         delta = self.newton_direction(rhs, d)
         delta += self.segment(self.h)

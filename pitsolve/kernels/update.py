@@ -1,11 +1,13 @@
 r"""One-pass reductions of the Newton iterations: finiteness and the size of a step.
 
-Each DEER iteration checks that the new Jacobians and iterate are finite and measures the step,
-:math:`\max |h^{(k+1)} - h^{(k)}|` and :math:`\max |h^{(k+1)}|`. In NumPy that is six passes
-and four temporaries of the trajectory's size per iteration; the Numba versions here are one
-pass each and allocate nothing (on the 2-core benchmark machine a fresh page costs ~3 µs, and a
-DEER solve at T = 10⁵ had allocated ~27 MB per iteration). The NumPy versions are the
-reference and serve CuPy arrays.
+Each DEER iteration adds its step δ to the iterate and measures it,
+:math:`\max |\delta|` and :math:`\max |h^{(k+1)}|`, checking that both are finite; damped
+steps measure a new iterate against the old one. In NumPy that is several passes and
+temporaries of the trajectory's size per iteration; the Numba versions here are one pass
+each, in parallel over chunks of steps, branch-free (so that they vectorise), and allocate
+nothing (on the 2-core benchmark machine a fresh page costs ~3 µs). Finiteness of a
+contiguous array is counted on the bit patterns (exponent all ones), integer work only. The
+NumPy versions are the reference and serve CuPy arrays.
 """
 
 from __future__ import annotations
@@ -17,36 +19,117 @@ import numpy as np
 
 from ..backends import array_namespace
 
-__all__ = ["all_finite", "step_size"]
+__all__ = ["all_finite", "apply_step", "step_size"]
+
+
+#: Elements per parallel task of the reductions (and below which they run serially).
+_CHUNK = 1 << 15
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _count_nonfinite_range(u, exponent, lo, hi):  # pragma: no cover - jitted
+    """Entries of the bit patterns ``u`` in [lo, hi) whose exponent bits are all set (±inf,
+    NaN): integer work only, so it vectorises."""
+    k = 0
+    for i in range(lo, hi):
+        k += (u[i] & exponent) == exponent
+    return k
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _count_nonfinite(u, exponent, counts):  # pragma: no cover - jitted
+    n = u.shape[0]
+    for c in numba.prange(counts.shape[0]):
+        counts[c] = _count_nonfinite_range(u, exponent, c * _CHUNK, min(n, (c + 1) * _CHUNK))
 
 
 @numba.njit(cache=True, nogil=True)
-def _all_finite(x):  # pragma: no cover - jitted
-    for v in x:
-        if not np.isfinite(v):
-            return False
-    return True
+def _count_nonfinite_serial(u, exponent):  # pragma: no cover - jitted
+    return _count_nonfinite_range(u, exponent, 0, u.shape[0])
 
 
-@numba.njit(cache=True, nogil=True)
-def _step_size(new, old):  # pragma: no cover - jitted
-    """(all finite, max |new - old|, max |new|) over (B, T, D) arrays of any strides."""
+_BITS = {np.dtype(np.float64): (np.uint64, 0x7FF0000000000000),
+         np.dtype(np.float32): (np.uint32, 0x7F800000)}
+
+
+def _nonfinite(x: np.ndarray) -> int:
+    """How many entries of the contiguous float32/float64 array ``x`` are not finite."""
+    uint, exponent = _BITS[x.dtype]
+    u = x.reshape(-1).view(uint)
+    if u.shape[0] < 2 * _CHUNK:
+        return int(_count_nonfinite_serial(u, uint(exponent)))
+    counts = np.empty(-(-u.shape[0] // _CHUNK), dtype=np.int64)
+    _count_nonfinite(u, uint(exponent), counts)
+    return int(counts.sum())
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _step_range(x, y, add, b, lo, hi):  # pragma: no cover - jitted
+    """Over steps [lo, hi) of batch element ``b``: ``add``: ``x += y`` (y the step), and
+    (all of y finite, max |y|, max |x + y|); else (x the new iterate, y the old) (all of x
+    finite, max |x - y|, max |x|). Branch-free maxima, so that the loop vectorises."""
     step = 0.0
     size = 0.0
-    B, T, D = new.shape
-    for b in range(B):
-        for t in range(T):
-            for d in range(D):
-                v = new[b, t, d]
-                if not np.isfinite(v):
-                    return False, np.inf, np.inf
-                s = abs(v - old[b, t, d])
-                a = abs(v)
-                if s > step:
-                    step = s
-                if a > size:
-                    size = a
-    return True, step, size
+    finite = True
+    for t in range(lo, hi):
+        for d in range(x.shape[2]):
+            if add:
+                v = y[b, t, d]
+                new = x[b, t, d] + v
+                x[b, t, d] = new
+            else:
+                new = x[b, t, d]
+                v = new - y[b, t, d]
+            finite &= np.isfinite(v) & np.isfinite(new)
+            s = abs(v)
+            a = abs(new)
+            step = s if s > step else step
+            size = a if a > size else size
+    return finite, step, size
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _steps(x, y, add, finite, step, size):  # pragma: no cover - jitted
+    """:func:`_step_range` per (batch element, chunk of rows) of ``(B, T, D)`` arrays."""
+    T = x.shape[1]
+    rows = max(1, _CHUNK // x.shape[2])
+    C = finite.shape[0] // x.shape[0]
+    for task in numba.prange(finite.shape[0]):
+        b, c = task // C, task % C
+        finite[task], step[task], size[task] = _step_range(
+            x, y, add, b, c * rows, min(T, (c + 1) * rows)
+        )
+
+
+def _step_norms(x: Any, y: Any, add: bool) -> tuple[bool, float, float]:
+    """:func:`_step_range` over arrays of one shape ``(..., T, D)``."""
+    if _numba_ok(x, y) and x.ndim in (2, 3) and x.shape == y.shape:
+        if x.ndim == 2:
+            x, y = x[None], y[None]
+        B, T, D = x.shape
+        tasks = B * -(-T // max(1, _CHUNK // D))
+        finite = np.empty(tasks, dtype=np.bool_)
+        step, size = np.empty(tasks), np.empty(tasks)
+        _steps(x, y, add, finite, step, size)
+        if not finite.all():
+            return False, float("inf"), float("inf")
+        return True, float(step.max()), float(size.max())
+    xp = array_namespace(x, y)
+    if add:
+        x += y
+        step, new = y, x
+    else:
+        step, new = x - y, x
+    if not bool(xp.isfinite(step).all() & xp.isfinite(new).all()):
+        return False, float("inf"), float("inf")
+    return True, float(xp.abs(step).max()), float(xp.abs(new).max())
+
+
+def apply_step(h: Any, delta: Any) -> tuple[bool, float, float]:
+    """``h += delta`` in place, for arrays of one shape ``(..., T, D)``; returns ``(all
+    finite, max |delta|, max |h + delta|)`` (the norms meaningless (inf) when not finite;
+    ``h`` is then updated all the same, and the caller restores it)."""
+    return _step_norms(h, delta, True)
 
 
 def _numba_ok(*arrays: Any) -> bool:
@@ -55,8 +138,8 @@ def _numba_ok(*arrays: Any) -> bool:
 
 def all_finite(x: Any) -> bool:
     """True if every entry of ``x`` is finite."""
-    if _numba_ok(x) and x.flags.c_contiguous:
-        return bool(_all_finite(x.reshape(-1)))
+    if _numba_ok(x) and x.flags.c_contiguous and x.dtype in _BITS:
+        return _nonfinite(x) == 0
     xp = array_namespace(x)
     return bool(xp.isfinite(x).all())
 
@@ -64,12 +147,4 @@ def all_finite(x: Any) -> bool:
 def step_size(new: Any, old: Any) -> tuple[bool, float, float]:
     """``(all finite, max |new - old|, max |new|)`` for arrays of one shape ``(..., T, D)``;
     the norms are meaningless (inf) when not all of ``new`` is finite."""
-    if _numba_ok(new, old) and new.ndim in (2, 3) and new.shape == old.shape:
-        if new.ndim == 2:
-            new, old = new[None], old[None]
-        finite, step, size = _step_size(new, old)
-        return bool(finite), float(step), float(size)
-    xp = array_namespace(new, old)
-    if not bool(xp.isfinite(new).all()):
-        return False, float("inf"), float("inf")
-    return True, float(xp.abs(new - old).max()), float(xp.abs(new).max())
+    return _step_norms(new, old, False)

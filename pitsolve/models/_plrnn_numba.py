@@ -264,6 +264,95 @@ def _outer_add_units(acc, Wc, j0, X, nb):  # pragma: no cover - jitted
             acc[q, n] = t
 
 
+_WORD = 64  # hidden units per word of an activation pattern (bit j % 64 of word j // 64)
+_ONE = np.uint64(1)
+
+
+@numba.njit(inline="always", **_JIT)
+def _changed_rows(on, off, changed, nb):  # pragma: no cover - jitted
+    """``changed[n]``: whether row n's pattern differs from row n − 1's (n ≥ 1, and row 0
+    always); returns how many rows changed."""
+    total = 1
+    changed[0] = True
+    for n in range(1, nb):
+        x = np.uint64(0)
+        for w in range(on.shape[0]):
+            x |= on[w, n] ^ on[w, n - 1]
+        for w in range(off.shape[0]):
+            x |= off[w, n] ^ off[w, n - 1]
+        changed[n] = x != 0
+        total += x != 0
+    return total
+
+
+@numba.njit(inline="always", **_JIT)
+def _unit_pattern(on, off, j, n, one, zero):  # pragma: no cover - jitted
+    """:math:`m_j = o_j - o^0_j` of row ``n`` from the pattern bits (``off`` may be empty)."""
+    w, bit = j // _WORD, _ONE << np.uint64(j % _WORD)
+    m = one if on[w, n] & bit else zero
+    if off.shape[0] > 0 and off[w, n] & bit:
+        m -= one
+    return m
+
+
+#: A block sums its Jacobians over the rows (elementwise, vectorised) rather than row by row
+#: once more than this fraction of its rows have a new activation pattern.
+_CHANGED_ROWS = 0.5
+
+
+@numba.njit(inline="always", **_JIT)
+def _pattern_sums(on, off, W, base, row, acc, mf, changed, out, nb):  # pragma: no cover
+    r"""``out[n] = Σ_j W[j] m_j + base`` for the rows n < ``nb`` of a block, where
+    :math:`m_j = o_j - o^0_j` with the bits of ``on`` and ``off`` (``(words, _BLOCK)``; no
+    words in ``off``: :math:`o^0 = 0`). Nothing to do if ``W`` has no columns.
+
+    The sum runs over j in order from zero, exactly as a plain loop would. Along a trajectory
+    consecutive rows mostly share their pattern, and so their sum: it is then computed only
+    for the rows whose pattern changed and copied to the others. When most rows changed,
+    every row is summed, elementwise over the rows (``acc (Q, _BLOCK)``, ``mf (_UNITS,
+    _BLOCK)`` scratch): the same sums, vectorised."""
+    Q = row.shape[0]
+    if Q == 0:
+        return
+    L = W.shape[0]
+    zero = row.dtype.type(0)
+    one = row.dtype.type(1)
+    if _changed_rows(on, off, changed, nb) > _CHANGED_ROWS * nb:
+        acc[:, :nb] = zero
+        for j0 in range(0, L, _UNITS):
+            units = min(_UNITS, L - j0)
+            for u in range(units):
+                w, sh = (j0 + u) // _WORD, np.uint64((j0 + u) % _WORD)
+                bw = on[w]
+                for n in range(nb):
+                    mf[u, n] = row.dtype.type((bw[n] >> sh) & _ONE)
+                if off.shape[0] > 0:
+                    bw = off[w]
+                    for n in range(nb):
+                        mf[u, n] -= row.dtype.type((bw[n] >> sh) & _ONE)
+            if units == _UNITS:
+                _outer_add_units(acc, W, j0, mf, nb)
+            else:
+                for u in range(units):
+                    _outer_add(acc, W[j0 + u], mf[u], nb)
+        for n in range(nb):
+            for q in range(Q):
+                out[n, q] = acc[q, n] + base[q]
+        return
+    for n in range(nb):
+        if changed[n]:
+            for q in range(Q):
+                row[q] = zero
+            for j in range(L):
+                m = _unit_pattern(on, off, j, n, one, zero)
+                for q in range(Q):
+                    row[q] += W[j, q] * m
+            for q in range(Q):
+                row[q] += base[q]
+        for q in range(Q):
+            out[n, q] = row[q]
+
+
 @numba.njit(**_PJIT)
 def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MASK, ON, chunk):
     r"""Per row ``n`` of ``H``: ``F = f``, ``J`` (dense, flattened ``(N, M*M)``), ``Dg = diag J``,
@@ -290,18 +379,28 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
     want_f, want_j, want_d = F.shape[0] > 0, J.shape[0] > 0, Dg.shape[0] > 0
     keep_phi, keep_m, keep_on = PHI.shape[0] > 0, MASK.shape[0] > 0, ON.shape[0] > 0
     forced = ZH.shape[0] > 0
-    need_mask = want_j or want_d or keep_m
+    switches = want_j or want_d  # the Jacobians come from the activation patterns
     W1T = np.ascontiguousarray(W1.T)  # (L, M): row j is the column W1[:, j]
+    words = (L + _WORD - 1) // _WORD
+    diag_a = np.zeros(MM, dtype=dt)  # vec(diag(a))
+    for i in range(M):
+        diag_a[i * (M + 1)] = a[i]
+    chunk = -(-chunk // _BLOCK) * _BLOCK  # blocks start at multiples of _BLOCK
     n_chunks = (N + chunk - 1) // chunk
     for c in numba.prange(n_chunks):
         Z = np.empty((M, _BLOCK), dtype=dt)  # the block's (forced) states, transposed
         S = np.empty((M, _BLOCK), dtype=dt)  # 1 - a
         Ft = np.empty((M if want_f else 0, _BLOCK), dtype=dt)
-        Jt = np.empty((MM if want_j else 0, _BLOCK), dtype=dt)
-        Dt = np.empty((M if want_d else 0, _BLOCK), dtype=dt)
         pre = np.empty((_UNITS, _BLOCK), dtype=dt)  # φ of _UNITS hidden units
         mk = np.empty((_UNITS, _BLOCK), dtype=dt)  # φ'
         on = np.empty((_UNITS, _BLOCK), dtype=dt)
+        # activation patterns: bits of 1[p > 0] and, clipped, of 1[p0 > 0]
+        bits = np.zeros((words if switches else 0, _BLOCK), dtype=np.uint64)
+        bits0 = np.zeros((words if switches and clipped else 0, _BLOCK), dtype=np.uint64)
+        acc = np.empty((MM if want_j else M, _BLOCK), dtype=dt)  # full pattern sums
+        changed = np.empty(_BLOCK, dtype=np.bool_)
+        jrow = np.empty(MM if want_j else 0, dtype=dt)
+        drow = np.empty(M if want_d else 0, dtype=dt)
         stop = min(N, (c + 1) * chunk)
         for s in range(c * chunk, stop, _BLOCK):
             nb = min(_BLOCK, stop - s)
@@ -314,8 +413,8 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
                     else:
                         Z[k, n] = H[s + n, k]
             Ft[:, :nb] = zero
-            Jt[:, :nb] = zero
-            Dt[:, :nb] = zero
+            bits[:, :nb] = 0
+            bits0[:, :nb] = 0
             for j0 in range(0, L, _UNITS):
                 units = min(_UNITS, L - j0)
                 for u in range(units):
@@ -324,11 +423,21 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
                     p0 = pre[u]
                     _column_sums(W2T, j, Z, p0, nb)
                     hj = h2[j]
+                    if switches:  # the pattern, from p0 = (W2 z)_j
+                        w, bit = j // _WORD, _ONE << np.uint64(j % _WORD)
+                        nil = np.uint64(0)
+                        bw = bits[w]
+                        for n in range(nb):
+                            bw[n] |= bit if p0[n] + hj > zero else nil
+                        if clipped:
+                            bw = bits0[w]
+                            for n in range(nb):
+                                bw[n] |= bit if p0[n] > zero else nil
                     # store only what is used: a store per unit and row is ~5 % of the time
                     if keep_on:
                         for n in range(nb):
                             pre[u, n], mk[u, n], on[u, n] = _unit(p0[n], hj, clipped, zero, one)
-                    elif need_mask:
+                    elif keep_m:
                         for n in range(nb):
                             pre[u, n], mk[u, n], _ = _unit(p0[n], hj, clipped, zero, one)
                     else:
@@ -340,35 +449,28 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
                         MASK[s : s + nb, j] = mk[u, :nb]
                     if keep_on:
                         ON[s : s + nb, j] = on[u, :nb]
-                if units == _UNITS:
-                    if want_f:
-                        _outer_add_units(Ft, W1T, j0, pre, nb)
-                    if want_j:
-                        _outer_add_units(Jt, P, j0, mk, nb)
-                    if want_d:
-                        _outer_add_units(Dt, C, j0, mk, nb)
-                else:
-                    for u in range(units):
-                        j = j0 + u
-                        if want_f:
-                            _outer_add(Ft, W1T[j], pre[u], nb)
-                        if want_j:
-                            _outer_add(Jt, P[j], mk[u], nb)
-                        if want_d:
-                            _outer_add(Dt, C[j], mk[u], nb)
-            for n in range(nb):
                 if want_f:
+                    if units == _UNITS:
+                        _outer_add_units(Ft, W1T, j0, pre, nb)
+                    else:
+                        for u in range(units):
+                            _outer_add(Ft, W1T[j0 + u], pre[u], nb)
+            if switches:
+                Jb, Db = J[s : s + nb], Dg[s : s + nb]  # empty if not wanted
+                _pattern_sums(bits, bits0, P, diag_a, jrow, acc, mk, changed, Jb, nb)
+                _pattern_sums(bits, bits0, C, a, drow, acc, mk, changed, Db, nb)
+                if forced:  # times diag(1 - a) on the right
+                    for n in range(Jb.shape[0]):
+                        for i in range(M):
+                            for k in range(M):
+                                Jb[n, i * M + k] *= S[k, n]
+                    for n in range(Db.shape[0]):
+                        for i in range(M):
+                            Db[n, i] *= S[i, n]
+            if want_f:
+                for n in range(nb):
                     for i in range(M):
                         F[s + n, i] = a[i] * Z[i, n] + Ft[i, n] + h1[i]
-                if want_j:
-                    for i in range(M):
-                        Jt[i * (M + 1), n] += a[i]
-                    for q in range(MM):
-                        J[s + n, q] = Jt[q, n] * S[q % M, n] if forced else Jt[q, n]
-                if want_d:
-                    for i in range(M):
-                        d = Dt[i, n] + a[i]
-                        Dg[s + n, i] = d * S[i, n] if forced else d
 
 
 @numba.njit(**_PJIT)
