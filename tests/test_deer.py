@@ -48,8 +48,8 @@ def contracting_model(kind: str, D: int, seed: int, dtype=np.float64):
 
 
 @st.composite
-def contracting_problems(draw, dtypes=(np.float64,)):
-    kind = draw(st.sampled_from(["elman", "shplrnn", "gru"]))
+def contracting_problems(draw, dtypes=(np.float64,), kinds=("elman", "shplrnn", "gru")):
+    kind = draw(st.sampled_from(kinds))
     D = draw(st.integers(1, 5))
     T = draw(st.integers(1, 60))
     batch = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
@@ -218,3 +218,32 @@ def test_vjp_refuses_a_failed_solution():
     assert not ps.is_successful(sol)
     with pytest.raises(ValueError, match="successful"):
         sol.vjp(np.ones_like(sol.states))
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS[:8], ids=repr)
+@given(prob=contracting_problems(kinds=("shplrnn",)))  # (the others are driven by inputs)
+def test_constant_guess_is_linearised_once_with_the_same_result(alg, prob):
+    """The default guess repeats h0: without inputs, DEER linearises one step of it and
+    broadcasts. The iterates are those of the same guess given explicitly (evaluated at
+    every step), bit for bit."""
+    guess = np.broadcast_to(prob.h0[..., None, :], (*prob.batch_shape, prob.T, prob.D))
+    calls, cls = [], type(prob.model)
+    methods = {name: getattr(cls, name) for name in ("f", "f_and_jacobian",
+                                                      "f_and_diagonal_jacobian")}
+
+    def spy(method):
+        return lambda m, h, x=None: calls.append(h.shape[-2]) or method(m, h, x)
+
+    try:
+        for name, method in methods.items():
+            setattr(cls, name, spy(method))
+        fast = ps.solve(prob, alg, maxiter=60)
+        first = calls[0]
+        slow = ps.solve(prob, alg, maxiter=60, h_init=guess.copy())
+    finally:
+        for name, method in methods.items():
+            setattr(cls, name, method)
+    np.testing.assert_array_equal(fast.states, slow.states)
+    assert fast.retcode == slow.retcode and fast.stats.iterations == slow.stats.iterations
+    assert fast.stats.residual_history == slow.stats.residual_history
+    assert first == 1  # one step linearised, not T

@@ -353,6 +353,9 @@ class DEERSolve(NewtonState):
             algorithm.jacobian == "diagonal" and self.model.jacobian_structure == "diagonal"
         )
         self.kept: list[tuple[int, Any]] | None = [] if exact else None
+        # the default guess repeats h0 and, without inputs, f is the same at every step:
+        # the first linearisation is that of one step, broadcast over time
+        self.constant = controls.h_init is None and problem.inputs is None
 
     def keep(self, J: Any, start: int, n: int | None = None) -> None:
         """Record the Jacobians of steps ``[start, start + n)`` (all of ``J`` if n is None),
@@ -361,6 +364,8 @@ class DEERSolve(NewtonState):
             return
         if n is not None:
             J = J[(slice(None),) * (self.h.ndim - 2) + (slice(0, n),)].copy()
+        elif not getattr(J.flags, "writeable", True):  # broadcast (constant guess)
+            J = J.copy()  # an array of its own
         self.kept.append((start, J))
 
     def solution(self) -> Any:
@@ -372,16 +377,31 @@ class DEERSolve(NewtonState):
         return sol
 
     def linearise(self, h: Any, start: int) -> tuple[Any, Any]:
-        """f(h_{t-1}) and Ĵ_t on [start, T)."""
+        """f(h_{t-1}) and Ĵ_t on [start, stop); for the constant initial guess, those of its
+        first step broadcast over time (read-only views)."""
         model, x, prev = self.model, self.inputs(start), self.previous(h, start)
+        constant = self.constant and h is self.h
+        if constant:
+            self.constant = False  # the first step makes the iterate vary over time
+            prev = prev[..., :1, :]
         kind = self.algorithm.jacobian
         self.stats.function_evals += 1
         if kind == "none":
-            return model.f(prev, x), None
-        self.stats.jacobian_evals += 1
-        if kind == "diagonal" or model.jacobian_structure == "diagonal":
-            return model.f_and_diagonal_jacobian(prev, x)
-        return model.f_and_jacobian(prev, x)
+            F, J = model.f(prev, x), None
+        else:
+            self.stats.jacobian_evals += 1
+            if kind == "diagonal" or model.jacobian_structure == "diagonal":
+                F, J = model.f_and_diagonal_jacobian(prev, x)
+            else:
+                F, J = model.f_and_jacobian(prev, x)
+        if not constant:
+            return F, J
+        xp, n = self.xp, self.stop - start
+        F = xp.broadcast_to(F, (*F.shape[:-2], n, F.shape[-1]))
+        if J is not None:
+            axis = F.ndim - 2
+            J = xp.broadcast_to(J, (*J.shape[:axis], n, *J.shape[axis + 1 :]))
+        return F, J
 
     def merit(self, h: Any) -> Any:
         """½‖r‖² per batch element on the active segment, +inf where non-finite."""

@@ -106,6 +106,8 @@ def _step_norms(x: Any, y: Any, add: bool) -> tuple[bool, float, float]:
     if _numba_ok(x, y) and x.ndim in (2, 3) and x.shape == y.shape:
         if x.ndim == 2:
             x, y = x[None], y[None]
+        if not add and not x.flags.writeable:  # (one kernel for both modes writes to x)
+            x = x.copy()
         B, T, D = x.shape
         tasks = B * -(-T // max(1, _CHUNK // D))
         finite = np.empty(tasks, dtype=np.bool_)
