@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pitsolve.kernels import KERNELS, affine_scan, affine_scan_transpose
@@ -131,3 +132,36 @@ def test_compiled_spd_solve_equals_numpy(seed, D, n, cols):
     S = G @ np.swapaxes(G, -1, -2) + 0.1 * np.eye(D)
     Y = rng.normal(size=(2, n, D, cols))
     np.testing.assert_allclose(_spd_solve(S, Y), np.linalg.solve(S, Y), rtol=1e-8, atol=1e-10)
+
+
+@given(seed=st.integers(0, 2**31), D=st.integers(2, 6), radius=st.sampled_from([0.5, 0.97, 1.0005]),
+       dtype=st.sampled_from([np.float64, np.float32]), nan=st.booleans())
+@settings(max_examples=30, deadline=None)
+def test_split_dense_scan_equals_the_loop(seed, D, radius, dtype, nan):
+    """One series, dense maps, more than one thread: the chunks run in parallel from a zero
+    carry-in and the carry's effect is added after, until negligible (contracting maps) or
+    to the chunk's end (radius > 1). The result is the loop's, forward and reverse, NaN
+    included."""
+    from pitsolve.kernels import numba_scan
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("the split scan needs two threads")
+    rng = np.random.default_rng(seed)
+    T = 25_000 // D + int(rng.integers(0, 99))
+    A, b, h0 = affine_maps(rng, (1,), T, D, dense=True, radius=radius, dtype=dtype)
+    if nan:
+        b[0, int(rng.integers(T)), 0] = np.nan
+    calls, split = [], numba_scan._run_split
+    numba_scan._run_split = lambda *a: calls.append(1) or split(*a)
+    try:
+        out = affine_scan(A, b, h0, kernel="numba")
+        lam, _ = affine_scan_transpose(A, b, kernel="numba")
+    finally:
+        numba_scan._run_split = split
+    assert len(calls) == 2
+    ref, ref_lam = numba_scan.scan_sequential(A, b, h0), numba_scan.scan_sequential_reverse(A, b)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_array_equal(np.isnan(lam), np.isnan(ref_lam))
+    for x, r in ((out, ref), (lam, ref_lam)):
+        ok = ~np.isnan(r)
+        assert_close(np.where(ok, x, 0), np.where(ok, r, 0).astype(np.float64), dtype)

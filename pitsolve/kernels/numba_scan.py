@@ -36,6 +36,20 @@ backwards (index arithmetic only, nothing is copied or transposed).
 3. Per chunk ``c >= 1`` in parallel: re-run the recurrence from ``carry_c``
    and write the outputs.
 
+Split algorithm, for dense maps of fewer series than threads when ``chunk_size`` is left to
+the default (the blocked algorithm's transfer-map products cost ~5 steps per step, more than
+two threads win back).  One chunk per thread:
+
+1. Per chunk in parallel: chunk 0 from its carry-in, the others from a zero carry-in, all
+   writing their outputs ("local" solutions).
+2. Per batch element, chunk after chunk: the exact carry ``e`` (the last output of the chunk
+   before) propagates as ``e <- op(A_t) e`` and is added to the outputs, until it is
+   negligible: below ``2**-100`` times the output (``2**47`` times less than the rounding
+   error of the loop at that step, which later steps amplify alike) or below
+   ``tiny * 2**20`` (no subnormal arithmetic).  For contracting maps that takes a few
+   hundred to a few thousand steps; otherwise phase 2 runs to the chunk's end and the scan
+   costs about what the loop costs.
+
 All paths share the per-chunk helpers below: forward and reverse differ
 only in the time direction ``dt``, the ``A`` index offset ``ao`` and the
 dense transpose flag ``trans``; diagonal and dense are chosen by ``ndim``
@@ -615,6 +629,78 @@ def _blocked_reverse(A, V, h0, out, cs, E, PHI, CARRY):  # pragma: no cover - ji
 
 
 @numba.njit(**_JIT)
+def _dense_correct(Ab, Ob, W, Z, tc, ts, n, dt, ao, trans, floor):  # pragma: no cover
+    """Add the carry's effect to a chunk solved from a zero carry-in: ``e = Ob[tc]`` (the
+    exact last output of the chunk before), then per step ``e = op(A) e`` and
+    ``Ob[t] += e``, until e is negligible (:func:`_run_blocked`). ``W (2, D)`` scratch,
+    ``Z (1, D)`` zeros. Returns the steps corrected."""
+    D = Ob.shape[1]
+    for d in range(D):
+        W[0, d] = Ob[tc, d]
+    t = ts
+    for j in range(n):
+        if trans is None:
+            _dense_matvec(Ab, t + ao, W, 0, Z, 0, W, 1)
+        else:
+            _dense_matvec_t(Ab, t + ao, W, 0, Z, 0, W, 1)
+        e = 0.0
+        h = 0.0
+        for d in range(D):
+            y = W[1, d]
+            W[0, d] = y
+            x = Ob[t, d] + y
+            Ob[t, d] = x
+            if not abs(y) <= e:  # NaN wins
+                e = abs(y)
+            h = max(h, abs(x))
+        if e <= _NEGLIGIBLE * h or e <= floor:
+            return j + 1
+        t += dt
+    return n
+
+
+@numba.njit(**_PJIT)
+def _split_kernel(A, V, h0, out, cs, trans, W, Z, floor, steps):  # pragma: no cover
+    """Dense scan in ``C`` chunks: chunk 0 from its carry-in and the others from a zero
+    carry-in, all in parallel; then, chunk after chunk, the carry's decaying effect."""
+    B = V.shape[0]
+    T = V.shape[1]
+    C = (T + cs - 1) // cs
+    if trans is None:
+        dt = 1
+        ao = 0
+        first = 0
+    else:
+        dt = -1
+        ao = 1
+        first = T - 1
+    for task in numba.prange(B * C):
+        bi = task // C
+        c = task - bi * C
+        ts = first + c * cs * dt
+        n = min(cs, T - c * cs)
+        zero_carry = c > 0 or trans is not None  # (the reverse scan starts from zero)
+        _dense_solve(A[bi], V[bi], out[bi], h0, bi, ts, n, dt, ao, trans, zero_carry)
+    for bi in numba.prange(B):
+        for c in range(1, C):
+            ts = first + c * cs * dt
+            n = min(cs, T - c * cs)
+            steps[bi, c] = _dense_correct(
+                A[bi], out[bi], W[bi], Z, ts - dt, ts, n, dt, ao, trans, floor
+            )
+
+
+@numba.njit(**_JIT)
+def _split_forward(A, V, h0, out, cs, W, Z, floor, steps):  # pragma: no cover - jitted
+    _split_kernel(A, V, h0, out, cs, None, W, Z, floor, steps)
+
+
+@numba.njit(**_JIT)
+def _split_reverse(A, V, h0, out, cs, W, Z, floor, steps):  # pragma: no cover - jitted
+    _split_kernel(A, V, h0, out, cs, True, W, Z, floor, steps)
+
+
+@numba.njit(**_JIT)
 def _sequential_forward(A, V, h0, out):  # pragma: no cover - jitted
     for bi in range(V.shape[0]):
         _solve_chunk(A[bi], V[bi], out[bi], h0, bi, 0, V.shape[1], 1, 0, None, False)
@@ -723,6 +809,26 @@ def _as_diagonal_if_scalar(A):
     return A
 
 
+#: The split scan stops correcting a chunk once the carry's effect is below this fraction of
+#: the output (or below ``tiny * 2**20``, short of subnormal numbers): 2^47 times less than
+#: the rounding error the plain loop makes at that step, which later steps amplify alike.
+_NEGLIGIBLE = 2.0**-100
+
+
+def _run_split(A, V, h0, out, reverse):
+    """The split scan (module docstring) of a dense ``(B, T, D, D)`` map, one chunk per
+    thread; returns ``out``."""
+    B, T, D = V.shape
+    n = numba.get_num_threads()
+    cs = -(-T // n)
+    W = np.empty((B, 2, D), dtype=V.dtype)
+    Z = np.zeros((1, D), dtype=V.dtype)
+    steps = np.zeros((B, _chunks(T, cs)), dtype=np.int64)
+    floor = float(np.finfo(V.dtype).tiny) * 2.0**20
+    (_split_reverse if reverse else _split_forward)(A, V, h0, out, cs, W, Z, floor, steps)
+    return out
+
+
 def _run_blocked(A, V, h0, chunk_size, reverse):
     A = _as_diagonal_if_scalar(A)
     B, T, D = V.shape
@@ -730,10 +836,14 @@ def _run_blocked(A, V, h0, chunk_size, reverse):
     if B == 0 or T == 0:
         return out
     dense = A.ndim == 4
+    split = chunk_size is None  # dense maps then take the split scan where it pays
     if chunk_size is None:
         chunk_size = default_chunk_size(T, B, D=D, dense=dense)
     cs = max(1, min(int(chunk_size), T))
     C = _chunks(T, cs)
+    if split and dense and C == 1 and B < numba.get_num_threads():
+        if B * T * D * D >= _MIN_PARALLEL_WORK:
+            return _run_split(A, V, h0, out, reverse)
     if C == 1 and B == 1:
         # A single task: skip the parallel launch (same code, same result).
         _sequential_kernel(A, V, h0, out, reverse)
