@@ -398,3 +398,41 @@ def test_driven_benchmark_problems_build(name):
         np.testing.assert_array_equal(model.params["W"], rng.normal(0, 0.9 / 16, (256, 256)))
         np.testing.assert_array_equal(model.params["U"], rng.normal(0, np.sqrt(1 / 8), (256, 8)))
         np.testing.assert_array_equal(model.params["b"], 0.0)
+
+
+@pytest.mark.parametrize("cls", [ShPLRNN, ClippedShPLRNN])
+@pytest.mark.parametrize("forced", [False, True])
+def test_jacobians_from_patterns_are_the_plain_sums(cls, forced):
+    """The compiled kernel sums J_t = diag(a) + Σ_j m_j P_j only where the activation
+    pattern changes (and over the rows, as the units go, where it changes at most rows).
+    Every path gives the plain sum over j in order, bit for bit: rows that repeat (one
+    pattern for many steps), rows that all differ, and the switch between the two, with
+    more hidden units than one 64-bit word holds."""
+    rng = np.random.default_rng(3)
+    model = cls(3, 70, seed=1)
+    steady = np.repeat(rng.normal(size=(4, 3)), 700, axis=0)  # 4 patterns, 700 rows each
+    H = np.concatenate([steady[:1500], rng.normal(size=(1500, 3)), steady[1500:]])
+    zhat, a = (rng.normal(size=H.shape), rng.uniform(0, 1, H.shape)) if forced else (None, None)
+    z = H if zhat is None else (1 - a) * H + a * zhat
+    p = model.params
+    m = ((z @ p["W2"].T + p["h2"]) > 0).astype(float)
+    if cls is ClippedShPLRNN:
+        m -= (z @ p["W2"].T > 0).astype(float)
+    P, C = model._P(), model._C()
+    J = np.zeros((len(H), 9))
+    D = np.zeros((len(H), 3))
+    for j in range(model.hidden_dim):  # in order of j, as the kernel
+        J += P[j] * m[:, j : j + 1]
+        D += C[j] * m[:, j : j + 1]
+    J[:, ::4] += p["a"]
+    D += p["a"]
+    J = J.reshape(-1, 3, 3)
+    if forced:
+        J *= (1 - a)[:, None, :]
+        D *= 1 - a
+        got_J = model._forced_eval(H, zhat, a, jac="dense")[1]
+        got_D = model._forced_eval(H, zhat, a, jac="diag")[1]
+    else:
+        got_J, got_D = model.jacobian(H), model.diagonal_jacobian(H)
+    np.testing.assert_array_equal(got_J, J)
+    np.testing.assert_array_equal(got_D, D)

@@ -298,6 +298,27 @@ def _unit_pattern(on, off, j, n, one, zero):  # pragma: no cover - jitted
 #: A block sums its Jacobians over the rows (elementwise, vectorised) rather than row by row
 #: once more than this fraction of its rows have a new activation pattern.
 _CHANGED_ROWS = 0.5
+#: After such a block the next ones sum over the rows as the units go, without patterns,
+#: except every ``_PROBE``-th block, which looks at the patterns again.
+_PROBE = 8
+
+
+@numba.njit(inline="always", **_JIT)
+def _outer_add_group(acc, W, j0, units, X, nb):  # pragma: no cover - jitted
+    """``acc[q, :nb] += Σ_u W[j0 + u, q] X[u, :nb]`` over the ``units`` units of a pass."""
+    if units == _UNITS:
+        _outer_add_units(acc, W, j0, X, nb)
+    else:
+        for u in range(units):
+            _outer_add(acc, W[j0 + u], X[u], nb)
+
+
+@numba.njit(inline="always", **_JIT)
+def _rows_from(acc, base, out, nb):  # pragma: no cover - jitted
+    """``out[n] = acc[:, n] + base`` for n < ``nb``: transposed accumulators to rows."""
+    for n in range(nb):
+        for q in range(acc.shape[0]):
+            out[n, q] = acc[q, n] + base[q]
 
 
 @numba.njit(inline="always", **_JIT)
@@ -310,10 +331,10 @@ def _pattern_sums(on, off, W, base, row, acc, mf, changed, out, nb):  # pragma: 
     consecutive rows mostly share their pattern, and so their sum: it is then computed only
     for the rows whose pattern changed and copied to the others. When most rows changed,
     every row is summed, elementwise over the rows (``acc (Q, _BLOCK)``, ``mf (_UNITS,
-    _BLOCK)`` scratch): the same sums, vectorised."""
+    _BLOCK)`` scratch): the same sums, vectorised. Returns whether it did that."""
     Q = row.shape[0]
     if Q == 0:
-        return
+        return False
     L = W.shape[0]
     zero = row.dtype.type(0)
     one = row.dtype.type(1)
@@ -330,15 +351,9 @@ def _pattern_sums(on, off, W, base, row, acc, mf, changed, out, nb):  # pragma: 
                     bw = off[w]
                     for n in range(nb):
                         mf[u, n] -= row.dtype.type((bw[n] >> sh) & _ONE)
-            if units == _UNITS:
-                _outer_add_units(acc, W, j0, mf, nb)
-            else:
-                for u in range(units):
-                    _outer_add(acc, W[j0 + u], mf[u], nb)
-        for n in range(nb):
-            for q in range(Q):
-                out[n, q] = acc[q, n] + base[q]
-        return
+            _outer_add_group(acc, W, j0, units, mf, nb)
+        _rows_from(acc, base, out, nb)
+        return True
     for n in range(nb):
         if changed[n]:
             for q in range(Q):
@@ -351,6 +366,7 @@ def _pattern_sums(on, off, W, base, row, acc, mf, changed, out, nb):  # pragma: 
                 row[q] += base[q]
         for q in range(Q):
             out[n, q] = row[q]
+    return False
 
 
 @numba.njit(**_PJIT)
@@ -397,7 +413,9 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
         # activation patterns: bits of 1[p > 0] and, clipped, of 1[p0 > 0]
         bits = np.zeros((words if switches else 0, _BLOCK), dtype=np.uint64)
         bits0 = np.zeros((words if switches and clipped else 0, _BLOCK), dtype=np.uint64)
-        acc = np.empty((MM if want_j else M, _BLOCK), dtype=dt)  # full pattern sums
+        accJ = np.empty((MM if want_j else 0, _BLOCK), dtype=dt)  # sums over units, by row
+        accD = np.empty((M if want_d else 0, _BLOCK), dtype=dt)
+        by_rows = False  # the last block's pattern changed at most rows
         changed = np.empty(_BLOCK, dtype=np.bool_)
         jrow = np.empty(MM if want_j else 0, dtype=dt)
         drow = np.empty(M if want_d else 0, dtype=dt)
@@ -413,6 +431,13 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
                     else:
                         Z[k, n] = H[s + n, k]
             Ft[:, :nb] = zero
+            # Jacobians: from the patterns (bits), or, while patterns change at most rows,
+            # summed over the units as they go (every _PROBE-th block looks at the bits again)
+            rows = by_rows and (s // _BLOCK) % _PROBE != 0
+            use_bits = switches and not rows
+            if rows:
+                accJ[:, :nb] = zero
+                accD[:, :nb] = zero
             bits[:, :nb] = 0
             bits0[:, :nb] = 0
             for j0 in range(0, L, _UNITS):
@@ -423,7 +448,7 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
                     p0 = pre[u]
                     _column_sums(W2T, j, Z, p0, nb)
                     hj = h2[j]
-                    if switches:  # the pattern, from p0 = (W2 z)_j
+                    if use_bits:  # the pattern, from p0 = (W2 z)_j
                         w, bit = j // _WORD, _ONE << np.uint64(j % _WORD)
                         nil = np.uint64(0)
                         bw = bits[w]
@@ -437,7 +462,7 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
                     if keep_on:
                         for n in range(nb):
                             pre[u, n], mk[u, n], on[u, n] = _unit(p0[n], hj, clipped, zero, one)
-                    elif keep_m:
+                    elif keep_m or rows:
                         for n in range(nb):
                             pre[u, n], mk[u, n], _ = _unit(p0[n], hj, clipped, zero, one)
                     else:
@@ -450,15 +475,18 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
                     if keep_on:
                         ON[s : s + nb, j] = on[u, :nb]
                 if want_f:
-                    if units == _UNITS:
-                        _outer_add_units(Ft, W1T, j0, pre, nb)
-                    else:
-                        for u in range(units):
-                            _outer_add(Ft, W1T[j0 + u], pre[u], nb)
+                    _outer_add_group(Ft, W1T, j0, units, pre, nb)
+                if rows:
+                    _outer_add_group(accJ, P, j0, units, mk, nb)
+                    _outer_add_group(accD, C, j0, units, mk, nb)
             if switches:
                 Jb, Db = J[s : s + nb], Dg[s : s + nb]  # empty if not wanted
-                _pattern_sums(bits, bits0, P, diag_a, jrow, acc, mk, changed, Jb, nb)
-                _pattern_sums(bits, bits0, C, a, drow, acc, mk, changed, Db, nb)
+                if rows:
+                    _rows_from(accJ, diag_a, Jb, nb)
+                    _rows_from(accD, a, Db, nb)
+                else:
+                    by_rows = _pattern_sums(bits, bits0, P, diag_a, jrow, accJ, mk, changed, Jb, nb)
+                    by_rows |= _pattern_sums(bits, bits0, C, a, drow, accD, mk, changed, Db, nb)
                 if forced:  # times diag(1 - a) on the right
                     for n in range(Jb.shape[0]):
                         for i in range(M):
