@@ -28,7 +28,7 @@ import numpy as np
 
 from .._validation import check_positive_int
 from ..backends import array_namespace
-from . import _plrnn_numba
+from . import _plrnn_batched, _plrnn_numba
 from ._shared import (
     _bptt_arrays,
     _bptt_forced_arrays,
@@ -282,7 +282,7 @@ class _ShPLRNNBase(_PredictionLoops, Model):
         else:
             ZH, FA = (np.ascontiguousarray(v.reshape(-1, M)) for v in (zhat, a))
         a_, W1, W2T, h1, h2 = self._nb()
-        _plrnn_numba.shplrnn_eval(
+        _plrnn_batched.shplrnn_eval(
             a_, W1, W2T, h1, h2, P, C, self._clipped, H, ZH, FA, F, J, Dg, PHI, MASK, ON,
             _chunk(N),
         )  # fmt: skip
@@ -370,7 +370,7 @@ class _ShPLRNNBase(_PredictionLoops, Model):
         V = np.ascontiguousarray(w.reshape(-1, M))
         out = np.empty_like(H)
         a, W1, W2T, _, h2 = self._nb()
-        _plrnn_numba.shplrnn_jvp(
+        _plrnn_batched.shplrnn_jvp(
             a, W1, W2T, h2, self._clipped, H, V, out, transpose, _chunk(H.shape[0])
         )
         return self._lead(h, out, M)
@@ -438,7 +438,7 @@ class _ShPLRNNBase(_PredictionLoops, Model):
         GA, GH1 = np.empty((C, M), dt), np.empty((C, M), dt)
         GW1, GW2T, GH2 = np.empty((C, M, L), dt), np.empty((C, M, L), dt), np.empty((C, L), dt)
         _, W1, W2T, _, h2 = self._nb()
-        _plrnn_numba.shplrnn_vjp_params(
+        _plrnn_batched.shplrnn_vjp_params(
             W1, W2T, h2, self._clipped, H, U, chunk, GA, GW1, GW2T, GH1, GH2
         )
         return Params(
