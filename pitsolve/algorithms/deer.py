@@ -190,8 +190,9 @@ class NewtonState(SolverState):
         return self.problem.T
 
     def reset_best(self) -> None:
-        """Forget the best iterate: start recording it afresh on the current window."""
-        self.best = self.h[..., self.origin : self.stop, :].copy()
+        """Forget the best iterate: start recording it afresh on the current window (None
+        until the first test: the window is then still the iterate it starts from)."""
+        self.best: Any = None
         self.best_err = np.full(self.problem.batch_shape, np.inf)
         self.best_q = np.full(self.problem.batch_shape, np.inf)
         self.stalled_for = 0
@@ -233,7 +234,8 @@ class NewtonState(SolverState):
         """Stop with the best iterate of every batch element on the current window (after
         the converged windows before it); elements whose best iterate met the tolerance are
         reported converged if this is the last window."""
-        self.h[..., self.origin : self.stop, :] = self.best
+        if self.best is not None:
+            self.h[..., self.origin : self.stop, :] = self.best
         last = self.stop == self.problem.T
         self.finish(code, self.h, (self.best_q <= 1) & last)
 
@@ -259,7 +261,9 @@ class NewtonState(SolverState):
         improved = err < self.best_err
         if improved.any():
             window = self.h[..., self.origin : self.stop, :]
-            if improved.all():
+            if self.best is None:
+                self.best = window.copy()  # (the first test of a window: every element)
+            elif improved.all():
                 self.best[...] = window
             else:
                 self.best = xp.where(xp.asarray(improved)[..., None, None], window, self.best)
