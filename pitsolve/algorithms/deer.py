@@ -419,7 +419,7 @@ class DEERSolve(NewtonState):
     def step(self) -> None:
         xp = self.xp
         f_prev, J = self.linearise(self.h, self.start)
-        # a non-finite Ĵ makes the Newton iterate non-finite, which accept() reports; the
+        # a non-finite Ĵ makes the Newton step non-finite, which the update reports; the
         # damped steps would instead shrink or reject the step, so check first for them
         if J is not None and self.algorithm.damping is not None and not all_finite(J):
             self.finish_with_best(ReturnCode.NonFinite)

@@ -551,6 +551,15 @@ def _combine(PHI, c, X, E, Y):  # pragma: no cover - jitted
 # --------------------------------------------------------------------------
 
 
+@numba.njit(**_IJIT)
+def _direction(trans, T):  # pragma: no cover - jitted
+    """``(dt, ao, first)``: time step, offset of the ``A`` index and first time index of the
+    forward (``trans is None``) or the reverse scan."""
+    if trans is None:
+        return 1, 0, 0
+    return -1, 1, T - 1
+
+
 @numba.njit(**_PJIT)
 def _blocked_kernel(A, V, h0, out, cs, trans, E, PHI, CARRY):  # pragma: no cover
     """Three-phase blocked scan: forward if ``trans is None``, else the reverse scan.
@@ -561,14 +570,7 @@ def _blocked_kernel(A, V, h0, out, cs, trans, E, PHI, CARRY):  # pragma: no cove
     B = V.shape[0]
     T = V.shape[1]
     C = (T + cs - 1) // cs
-    if trans is None:
-        dt = 1
-        ao = 0
-        first = 0
-    else:
-        dt = -1
-        ao = 1
-        first = T - 1
+    dt, ao, first = _direction(trans, T)
     # Runtime bools (not literals), so that phases 1 and 3 share one
     # specialisation of the solve helpers (each costs compile time).
     zero_carry = trans is not None
@@ -666,14 +668,7 @@ def _split_kernel(A, V, h0, out, cs, trans, W, Z, floor, steps):  # pragma: no c
     B = V.shape[0]
     T = V.shape[1]
     C = (T + cs - 1) // cs
-    if trans is None:
-        dt = 1
-        ao = 0
-        first = 0
-    else:
-        dt = -1
-        ao = 1
-        first = T - 1
+    dt, ao, first = _direction(trans, T)
     for task in numba.prange(B * C):
         bi = task // C
         c = task - bi * C
