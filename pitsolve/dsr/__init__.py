@@ -2,14 +2,8 @@
 
 from .evaluate import Evaluation, evaluate, generate, summarize, validation_score
 from .io import load_series, save_series
-from .metrics import (
-    LyapunovResult,
-    max_lyapunov,
-    max_lyapunov_flow,
-    power_spectrum_distance,
-    prediction_error,
-    state_space_divergence,
-)
+from .lyapunov import LyapunovResult, max_lyapunov, max_lyapunov_flow
+from .metrics import power_spectrum_distance, prediction_error, state_space_divergence
 from .systems import (
     SYSTEMS,
     chen,

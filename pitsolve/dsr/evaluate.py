@@ -16,12 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import (
-    max_lyapunov,
-    power_spectrum_distance,
-    prediction_error,
-    state_space_divergence,
-)
+from .lyapunov import max_lyapunov
+from .metrics import power_spectrum_distance, prediction_error, state_space_divergence
 
 __all__ = ["Evaluation", "evaluate", "generate", "summarize", "validation_score"]
 

@@ -1,28 +1,6 @@
-r"""First-order optimisers on :class:`~pitsolve.models.base.Params`, written out by hand.
-
-Adam (Kingma & Ba 2015) keeps exponential moving averages of the gradient and its square,
-
-.. math::
-
-    m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad
-    v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \qquad
-    \theta_t = \theta_{t-1} - \eta_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon},
-
-with bias corrections :math:`\hat m_t = m_t/(1-\beta_1^t)`, :math:`\hat v_t = v_t/(1-\beta_2^t)`.
-RAdam (Liu et al., ICLR 2020) multiplies the adaptive step by a rectification :math:`r_t` that
-removes the variance of the adaptive learning rate in the first steps, and takes plain momentum
-steps while that variance is intractable. Both optimisers are frozen, keyword-only dataclasses
-of options (no arrays); the moments live in an :class:`OptimizerState`:
-
-.. code-block:: python
-
-    opt = RAdam(lr=ExponentialDecay(lr_start=1e-3, lr_end=1e-6, steps=10_000), clip_norm=10.0)
-    state = opt.init(params)
-    params, state = opt.update(params, grads, state)
-
-Arrays may be NumPy or CuPy (the parameters choose). :class:`ScipyObjective` adapts a
-``fun(params) -> (loss, grads)`` to :func:`scipy.optimize.minimize` for full-batch training
-with L-BFGS-B.
+r"""The Adam family on :class:`~pitsolve.models.base.Params`: the :class:`Optimizer` base
+(clipping, weight decay, schedule), :class:`Adam`, :class:`RAdam` and their
+:class:`OptimizerState`. The mathematics is in the docstring of :mod:`pitsolve.training.optim`.
 """
 
 from __future__ import annotations
@@ -30,214 +8,18 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from ..backends import array_namespace, to_numpy
-from ..models.base import Params
+from ...backends import array_namespace, to_numpy
+from ...models.base import Params
+from ._checks import positive_finite
+from .gradients import _check_structure, _clip, global_norm
+from .schedules import Schedule, as_schedule
 
-__all__ = [
-    "Adam",
-    "Constant",
-    "ExponentialDecay",
-    "Optimizer",
-    "OptimizerState",
-    "RAdam",
-    "Schedule",
-    "ScipyObjective",
-    "as_schedule",
-    "clip_by_global_norm",
-    "global_norm",
-]
-
-
-# -- learning-rate schedules ------------------------------------------------------------------
-class Schedule(Protocol):
-    """A learning-rate schedule: ``lr(step)`` for ``step = 0, 1, 2, ...`` optimiser updates."""
-
-    def __call__(self, step: int) -> float: ...  # pragma: no cover - protocol
-
-
-def _positive_finite(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a positive number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
-
-
-def _check_step(step: Any) -> int:
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
-        raise TypeError(f"step must be an integer, got {type(step).__name__} {step!r}")
-    if step < 0:
-        raise ValueError(f"step must be ≥ 0, got {step}")
-    return int(step)
-
-
-@dataclasses.dataclass(frozen=True)
-class Constant:
-    r"""The constant schedule :math:`\eta(s) = \eta`."""
-
-    lr: float
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "lr", _positive_finite(self.lr, "lr"))
-
-    def __call__(self, step: int) -> float:
-        _check_step(step)
-        return self.lr
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ExponentialDecay:
-    r"""Exponential decay :math:`\eta(s) = \eta_0\,(\eta_1/\eta_0)^{\min(s, S)/S}`.
-
-    The learning rate falls geometrically from ``lr_start`` (step 0) to ``lr_end`` (step
-    ``steps`` = S) and stays there; halfway it is the geometric mean
-    :math:`\sqrt{\eta_0\eta_1}`. This is the schedule of the GTF reference training
-    (1e-3 → 1e-6), evaluated per optimiser update rather than per epoch.
-    """
-
-    lr_start: float = 1e-3
-    lr_end: float = 1e-6
-    steps: int
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "lr_start", _positive_finite(self.lr_start, "lr_start"))
-        object.__setattr__(self, "lr_end", _positive_finite(self.lr_end, "lr_end"))
-        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)):
-            raise TypeError(f"steps must be a positive integer, got {self.steps!r}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be ≥ 1, got {self.steps}")
-        object.__setattr__(self, "steps", int(self.steps))
-
-    def __call__(self, step: int) -> float:
-        s = min(_check_step(step), self.steps)
-        if s == self.steps:  # exact end value, free of rounding in the power
-            return self.lr_end
-        return self.lr_start * (self.lr_end / self.lr_start) ** (s / self.steps)
-
-
-def as_schedule(lr: float | Schedule) -> Schedule:
-    """``lr`` as a schedule: a number becomes :class:`Constant`, a callable is returned as is."""
-    if isinstance(lr, numbers.Real) and not isinstance(lr, bool):
-        return Constant(float(lr))
-    if callable(lr):
-        return lr
-    raise TypeError(
-        f"lr must be a positive number or a schedule callable lr(step) -> float, "
-        f"got {type(lr).__name__} {lr!r}"
-    )
-
-
-# -- gradients --------------------------------------------------------------------------------
-def _check_structure(params: Params, other: Mapping[str, Any], name: str) -> Params:
-    """``other`` as ``Params`` with the names and shapes of ``params`` (in their order)."""
-    if not isinstance(other, Mapping):
-        raise TypeError(f"{name} must be a mapping name -> array (Params), got {type(other)}")
-    missing = [k for k in params if k not in other]
-    extra = [k for k in other if k not in params]
-    if missing or extra:
-        raise ValueError(
-            f"{name} must have the parameter names {list(params)}; "
-            f"missing {missing}, unexpected {extra}"
-        )
-    out = Params({k: other[k] for k in params})
-    for k, p in params.items():
-        if tuple(out[k].shape) != tuple(p.shape):
-            raise ValueError(f"{name}[{k!r}] must have shape {tuple(p.shape)}, got {out[k].shape}")
-    return out
-
-
-def _nonfinite_error(grads: Params, name: str) -> FloatingPointError:
-    xp = array_namespace(*grads.values())
-    for k, g in grads.items():
-        bad = ~xp.isfinite(g)
-        if bool(bad.any()):
-            index = tuple(int(i[0]) for i in xp.nonzero(bad))
-            value = float(g[index]) if index else float(g)
-            kind = "NaN" if math.isnan(value) else "Inf"
-            return FloatingPointError(
-                f"{name} of parameter {k!r} is not finite ({kind} at index {index}, "
-                f"{int(bad.sum())} of {g.size} entries); the loss or its gradient overflowed: "
-                "lower the learning rate, set clip_norm, or use stronger forcing (larger alpha)"
-            )
-    return FloatingPointError(f"{name} is not finite")  # pragma: no cover - defensive
-
-
-def _norm_parts(grads: Params, name: str) -> tuple[float, float]:
-    """(scale, sum of squares of grads/scale), raising ``FloatingPointError`` on NaN/Inf.
-
-    Scaling by the largest magnitude keeps the sum of squares from overflowing; the norm is
-    ``scale * sqrt(sumsq)``. Two host transfers in all, whatever the number of arrays.
-    """
-    arrays = list(grads.values())
-    if not arrays:
-        return 0.0, 0.0
-    xp = array_namespace(*arrays)
-    amax = to_numpy(
-        xp.stack([xp.max(xp.abs(g)) if g.size else xp.zeros((), g.dtype) for g in arrays])
-    )
-    if not np.all(np.isfinite(amax)):  # max propagates NaN, and Inf is its own maximum
-        raise _nonfinite_error(grads, name)
-    scale = float(amax.max())
-    if scale == 0.0:
-        return 0.0, 0.0
-    sumsq = float(to_numpy(xp.stack([xp.sum((g / scale) ** 2) for g in arrays])).sum())
-    return scale, sumsq
-
-
-def global_norm(grads: Params) -> float:
-    r"""The global Euclidean norm :math:`\|g\| = \big(\sum_k \|g_k\|_F^2\big)^{1/2}`.
-
-    Computed with scaling so that it does not overflow before the norm itself does.
-
-    Raises
-    ------
-    FloatingPointError
-        If an array holds NaN or Inf (the message names the parameter).
-    """
-    scale, sumsq = _norm_parts(grads, "gradient")
-    return scale * math.sqrt(sumsq)
-
-
-def _clip(grads: Params, max_norm: float, name: str) -> tuple[Params, float]:
-    scale, sumsq = _norm_parts(grads, name)
-    norm = scale * math.sqrt(sumsq)
-    if norm <= max_norm:
-        return grads, norm
-    factor = (max_norm / scale) / math.sqrt(sumsq)  # = max_norm / norm, overflow-free
-    return grads.map(lambda g: g * factor), norm
-
-
-def clip_by_global_norm(grads: Params, max_norm: float) -> tuple[Params, float]:
-    r"""Rescale gradients to global norm at most ``max_norm``: :math:`g \min(1, c/\|g\|)`.
-
-    Parameters
-    ----------
-    grads
-        The gradients.
-    max_norm
-        The largest allowed global norm :math:`c > 0`.
-
-    Returns
-    -------
-    clipped, norm
-        The (possibly rescaled) gradients and the global norm *before* clipping. Gradients
-        within the bound are returned unchanged (the same arrays).
-
-    Raises
-    ------
-    FloatingPointError
-        If a gradient holds NaN or Inf; the message names the parameter.
-    """
-    max_norm = _positive_finite(max_norm, "max_norm")
-    if not isinstance(grads, Params):
-        grads = Params(grads)
-    return _clip(grads, max_norm, "gradient")
+__all__ = ["Adam", "Optimizer", "OptimizerState", "RAdam"]
 
 
 # -- optimiser state --------------------------------------------------------------------------
@@ -364,13 +146,13 @@ class Optimizer:
 
     def __post_init__(self) -> None:
         if isinstance(self.lr, numbers.Real) and not isinstance(self.lr, bool):
-            object.__setattr__(self, "lr", _positive_finite(self.lr, "lr"))
+            object.__setattr__(self, "lr", positive_finite(self.lr, "lr"))
         else:
             as_schedule(self.lr)  # raises for anything that is not a schedule
             if isinstance(self.lr, np.ndarray) or hasattr(self.lr, "__array_namespace__"):
                 raise TypeError("lr must be a number or a schedule, not an array")
         if self.clip_norm is not None:
-            object.__setattr__(self, "clip_norm", _positive_finite(self.clip_norm, "clip_norm"))
+            object.__setattr__(self, "clip_norm", positive_finite(self.clip_norm, "clip_norm"))
         wd = self.weight_decay
         if isinstance(wd, bool) or not isinstance(wd, numbers.Real) or not 0 <= wd < math.inf:
             raise ValueError(f"weight_decay must be a finite number ≥ 0, got {wd!r}")
@@ -558,64 +340,3 @@ class RAdam(Optimizer):
                 lambda p, mk, vk: p - (lr * r) * (mk / c1) / (xp.sqrt(vk / c2) + eps), m, v
             )
         return new, m, v
-
-
-# -- SciPy adapter ----------------------------------------------------------------------------
-class ScipyObjective:
-    r"""``fun(params) -> (loss, grads)`` as :math:`x \mapsto (L(x), \nabla L(x))` on flat vectors.
-
-    For :func:`scipy.optimize.minimize` with ``jac=True``:
-
-    .. code-block:: python
-
-        obj = ScipyObjective(fun, model.params)
-        res = scipy.optimize.minimize(obj, obj.x0, jac=True, method="L-BFGS-B")
-        params = obj.params(res.x)
-
-    The vector is :meth:`Params.flatten` of the parameters in float64 on the host; ``fun``
-    receives ``Params`` in the template's dtype and array type (NumPy or CuPy).
-
-    Attributes
-    ----------
-    n_evals
-        Number of evaluations of ``fun`` so far.
-    best_loss, best_x
-        The lowest finite loss seen and its vector (a copy), for recovery after a failed run.
-    """
-
-    def __init__(self, fun: Callable[[Params], tuple[Any, Mapping[str, Any]]], template: Params):
-        if not callable(fun):
-            raise TypeError(f"fun must be callable, got {type(fun).__name__}")
-        if not isinstance(template, Params):
-            template = Params(template)
-        self.fun = fun
-        self.template = template
-        self._xp = array_namespace(*template.values())
-        self.n_evals = 0
-        self.best_loss = math.inf
-        self.best_x: np.ndarray | None = None
-
-    @property
-    def x0(self) -> np.ndarray:
-        """The template's parameters as a float64 NumPy vector."""
-        return np.asarray(to_numpy(self.template.flatten()), dtype=np.float64)
-
-    def params(self, x: Any) -> Params:
-        """``Params`` (template structure, dtype and array type) from a vector."""
-        x = np.asarray(x, dtype=np.float64)
-        if x.shape != (self.template.size,):
-            raise ValueError(f"x must have shape ({self.template.size},), got {x.shape}")
-        return self.template.unflatten(self._xp.asarray(x, dtype=self.template.dtype))
-
-    def __call__(self, x: Any) -> tuple[float, np.ndarray]:
-        """(loss, gradient) at ``x``, both float64 on the host."""
-        params = self.params(x)
-        loss, grads = self.fun(params)
-        self.n_evals += 1
-        grads = _check_structure(params, grads, "grads returned by fun")
-        loss = float(to_numpy(loss))
-        g = np.asarray(to_numpy(grads.flatten()), dtype=np.float64)
-        if math.isfinite(loss) and loss < self.best_loss:
-            self.best_loss = loss
-            self.best_x = np.array(x, dtype=np.float64)
-        return loss, g
