@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/scan.py            # T in {1e4, 1e5, 1e6}, D in {1, 4, 16, 64}
     python benchmarks/scan.py --quick    # T in {1e4, 1e5}, D in {1, 4}: a smoke check
+    python benchmarks/scan.py --contracting-only   # only the strongly contracting table
 
 Every case is a forward scan ``h_t = A_t h_{t-1} + b_t``, float64, batch B = 1, with a
 diagonal ``A`` of shape (1, T, D) or a dense ``A`` of shape (1, T, D, D).  Columns (times in
@@ -42,6 +43,19 @@ beats the plain loop); ``t1/t2 = numba1 / numba``; ``np/nb = np-blk / numba``;
 ``np/frc = np-blk / forced``.
 
 Cases whose ``A`` would exceed 1.5 GB are skipped ("skipped: memory").
+
+A second table times *strongly contracting* maps, batch 1, T = 1e6, forward (``fwd``) and
+reverse (``rev``, ``scan_blocked_reverse`` against ``scan_sequential_reverse``): diagonal
+``A_t ~ U(0.5, 0.99)`` (D = 1 in float64 and float32, D = 4), and dense ``A_t = diag(a_t)``
+with ``a_t ~ U(0.5, 0.99)`` stored as (D, D) matrices (D = 4).  There the transfer maps of the
+blocked scan (products of ~T/C maps) fall below the smallest normal number: unflushed, they
+sink to the smallest subnormal and stay there (``x * 0.99`` rounds back to ``x``), and
+subnormal arithmetic is slow; the kernels flush them to zero below ``tiny * 2**20``.  Columns
+``numba``, ``numba1``, ``seq``, ``forced`` and ``add`` as above (``seq`` in the scan's
+direction); ratios to the sequential loop ``par/seq = numba / seq``, ``1t/seq = numba1 /
+seq`` and ``frc/seq = forced / seq``, and ``scan/add``.  Every case is timed ``--rounds``
+times, the variants interleaved, and the median of the rounds' medians is printed (the
+2-thread timings wait for the slower thread, so a busy core shows up in them first).
 """
 
 from __future__ import annotations
@@ -124,6 +138,37 @@ def _ratio(a, b):
     return a / b
 
 
+def _numba_times(A, b, h0, cs, n_threads, reverse=False):
+    """``(numba, numba1, seq, forced)`` in ms: the default chunk size on all threads, chunk
+    size ``cs`` on one thread, the sequential loop, ``C = threads + 1`` chunks forced."""
+    T = b.shape[1]
+    if reverse:
+        blocked = partial(numba_scan.scan_blocked_reverse, A, b)
+        seq = partial(numba_scan.scan_sequential_reverse, A, b)
+    else:
+        blocked = partial(numba_scan.scan_blocked, A, b, h0)
+        seq = partial(numba_scan.scan_sequential, A, b, h0)
+    t2 = _timeit(blocked)
+    numba.set_num_threads(1)
+    try:
+        t1 = _timeit(partial(blocked, chunk_size=cs))
+    finally:
+        numba.set_num_threads(n_threads)
+    tseq = _timeit(seq)
+    cs_forced = -(-T // (n_threads + 1))
+    tforced = t2 if cs_forced == cs else _timeit(partial(blocked, chunk_size=cs_forced))
+    return t2, t1, tseq, tforced
+
+
+def _add_floor(A, b):
+    """The ``numpy.add`` floor (ms) for a scan that reads ``A`` and ``b`` (module docstring)."""
+    n_add = (A.size + b.size) // 2
+    x = np.ones(n_add, dtype=b.dtype)
+    y = np.ones(n_add, dtype=b.dtype)
+    z = np.ones(n_add, dtype=b.dtype)
+    return _timeit(partial(np.add, x, y, out=z))
+
+
 def _case(kind, T, D, rng, np_blocked, np_logdepth, n_threads, notes):
     """Time one case; returns the table row (a string)."""
     dense = kind == "dense"
@@ -141,18 +186,7 @@ def _case(kind, T, D, rng, np_blocked, np_logdepth, n_threads, notes):
     # what scan_blocked picks (a dense 1x1 map runs the diagonal kernels)
     cs = numba_scan.default_chunk_size(T, 1, D=D, dense=dense and D > 1)
     C = -(-T // cs)
-    t2 = _timeit(partial(numba_scan.scan_blocked, A, b, h0))
-    numba.set_num_threads(1)
-    try:
-        t1 = _timeit(partial(numba_scan.scan_blocked, A, b, h0, chunk_size=cs))
-    finally:
-        numba.set_num_threads(n_threads)
-    tseq = _timeit(partial(numba_scan.scan_sequential, A, b, h0))
-    cs_forced = -(-T // (n_threads + 1))
-    if cs_forced == cs:
-        tforced = t2
-    else:
-        tforced = _timeit(partial(numba_scan.scan_blocked, A, b, h0, chunk_size=cs_forced))
+    t2, t1, tseq, tforced = _numba_times(A, b, h0, cs, n_threads)
 
     if np_blocked is None:
         tnp = "n/a"
@@ -182,11 +216,7 @@ def _case(kind, T, D, rng, np_blocked, np_logdepth, n_threads, notes):
     else:
         tlog = _timeit(partial(np_logdepth, A, b, h0), warm=False, budget=2.0)
 
-    n_add = (A.size + b.size) // 2
-    x = np.ones(n_add)
-    y = np.ones(n_add)
-    z = np.ones(n_add)
-    tadd = _timeit(partial(np.add, x, y, out=z))
+    tadd = _add_floor(A, b)
 
     return (
         f"{tag} {C:>3} | {_fmt(t2)} {_fmt(t1)} {_fmt(tseq)} {_fmt(tforced)} {_fmt(tnp)} "
@@ -196,17 +226,81 @@ def _case(kind, T, D, rng, np_blocked, np_logdepth, n_threads, notes):
     )
 
 
-def run(Ts, Ds, kinds=("diag", "dense")):
-    np_blocked, np_logdepth, np_msg = _numpy_twins()
+def _contracting_maps(kind, T, D, dtype, rng):
+    """``(A, b, h0)``: ``A_t ~ U(0.5, 0.99)`` on the diagonal, float ``dtype``, batch 1."""
+    a = rng.uniform(0.5, 0.99, (1, T, D))
+    if kind == "dense":
+        A = np.zeros((1, T, D, D))
+        A[:, :, np.arange(D), np.arange(D)] = a
+    else:
+        A = a
+    b = rng.standard_normal((1, T, D))
+    h0 = rng.standard_normal((1, D))
+    return A.astype(dtype), b.astype(dtype), h0.astype(dtype)
+
+
+#: (kind, T, D, dtype, reverse) of the strongly contracting table
+CONTRACTING = [
+    ("diag", 10**6, 1, np.float64, False),
+    ("diag", 10**6, 1, np.float64, True),
+    ("diag", 10**6, 1, np.float32, False),
+    ("diag", 10**6, 1, np.float32, True),
+    ("diag", 10**6, 4, np.float64, False),
+    ("dense", 10**6, 4, np.float64, False),
+    ("dense", 10**6, 4, np.float64, True),
+]
+
+
+def run_contracting(n_threads, rounds=3):
+    """The strongly contracting table (module docstring), ``rounds`` interleaved rounds."""
+    header = (
+        f"{'kind':>5} {'T':>7} {'D':>3} {'dtype':>7} {'dir':>3} {'C':>3} | {'numba':>9} "
+        f"{'numba1':>9} {'seq':>9} {'forced':>9} {'add':>9} | {'par/seq':>8} {'1t/seq':>8} "
+        f"{'frc/seq':>8} {'scan/add':>8}"
+    )
+    print(f"\nstrongly contracting maps, A_t ~ U(0.5, 0.99), median of {rounds} rounds")
+    print(header)
+    print("-" * len(header), flush=True)
+    rng = np.random.default_rng(1)
+    cases = []
+    for kind, T, D, dt, reverse in CONTRACTING:
+        cs = numba_scan.default_chunk_size(T, 1, D=D, dense=kind == "dense" and D > 1)
+        tag = (
+            f"{kind:>5} {T:>7.0e} {D:>3} {np.dtype(dt).name:>7} {'rev' if reverse else 'fwd':>3} "
+            f"{-(-T // cs):>3}"
+        )
+        cases.append((tag, _contracting_maps(kind, T, D, dt, rng), cs, reverse, []))
+    for _ in range(rounds):
+        for _, (A, b, h0), cs, reverse, samples in cases:
+            samples.append((*_numba_times(A, b, h0, cs, n_threads, reverse), _add_floor(A, b)))
+    for tag, _, _, _, samples in cases:
+        t2, t1, tseq, tforced, tadd = (statistics.median(s[i] for s in samples) for i in range(5))
+        print(
+            f"{tag} | {_fmt(t2)} {_fmt(t1)} {_fmt(tseq)} {_fmt(tforced)} {_fmt(tadd)} | "
+            f"{_fmt(_ratio(t2, tseq), 8, 2)} {_fmt(_ratio(t1, tseq), 8, 2)} "
+            f"{_fmt(_ratio(tforced, tseq), 8, 2)} {_fmt(_ratio(t2, tadd), 8, 2)}",
+            flush=True,
+        )
+
+
+def _preamble(msg=None):
+    """Print the versions (and ``msg``), compile (or load) the kernels; returns the thread
+    count."""
     n_threads = numba.get_num_threads()
     print(
         f"numba {numba.__version__}, numpy {np.__version__}, threads {n_threads}, "
         f"threading layer: {numba.config.THREADING_LAYER}"
     )
-    if np_msg:
-        print(np_msg)
+    if msg:
+        print(msg)
     print("compiling / loading cached kernels ...", flush=True)
     _compile_all()
+    return n_threads
+
+
+def run(Ts, Ds, kinds=("diag", "dense")):
+    np_blocked, np_logdepth, np_msg = _numpy_twins()
+    n_threads = _preamble(np_msg)
     header = (
         f"{'kind':>5} {'T':>7} {'D':>3} {'C':>3} | {'numba':>9} {'numba1':>9} {'seq':>9} "
         f"{'forced':>9} {'np-blk':>9} {'logdepth':>9} {'add':>9} | {'scan/add':>8} "
@@ -223,6 +317,7 @@ def run(Ts, Ds, kinds=("diag", "dense")):
                 print(row, flush=True)
     for note in notes:
         print("note:", note)
+    return n_threads
 
 
 def main(argv=None):
@@ -230,11 +325,20 @@ def main(argv=None):
     parser.add_argument(
         "--quick", action="store_true", help="only T in {1e4, 1e5} and D in {1, 4} (smoke check)"
     )
+    parser.add_argument(
+        "--contracting-only", action="store_true", help="only the strongly contracting table"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the strongly contracting table (3)"
+    )
     args = parser.parse_args(argv)
-    if args.quick:
-        run([10**4, 10**5], [1, 4])
+    if args.contracting_only:
+        n_threads = _preamble()
+    elif args.quick:
+        n_threads = run([10**4, 10**5], [1, 4])
     else:
-        run([10**4, 10**5, 10**6], [1, 4, 16, 64])
+        n_threads = run([10**4, 10**5, 10**6], [1, 4, 16, 64])
+    run_contracting(n_threads, max(1, args.rounds))
 
 
 if __name__ == "__main__":

@@ -165,3 +165,122 @@ def test_split_dense_scan_equals_the_loop(seed, D, radius, dtype, nan):
     for x, r in ((out, ref), (lam, ref_lam)):
         ok = ~np.isnan(r)
         assert_close(np.where(ok, x, 0), np.where(ok, r, 0).astype(np.float64), dtype)
+
+
+# --------------------------------------------------------------------------
+# Strongly contracting maps: the blocked scan's transfer maps (products of a chunk's maps)
+# fall below the smallest normal number; phase 1 flushes them to zero below tiny * 2**20
+# instead of leaving them in slow subnormal arithmetic.
+
+
+def _contracting(rng, T, D, *, dense, structure="diag", log2_scale=0, dtype=np.float64):
+    """(A, b, h0), batch 1: ``|A_t| ~ U(0.5, 0.99) * 2**-log2_scale`` (diagonal, or dense with
+    that spectral norm: ``structure`` "diag" = diagonal matrices, "full" = random ones)."""
+    s = rng.uniform(0.5, 0.99, (1, T, D if structure == "diag" else 1)) * 2.0**-log2_scale
+    if not dense:
+        A = s * rng.choice([-1.0, 1.0], (1, T, D))
+    elif structure == "diag":
+        A = np.zeros((1, T, D, D))
+        A[:, :, np.arange(D), np.arange(D)] = s
+    else:
+        M = rng.normal(size=(1, T, D, D))
+        A = s[..., None] * M / np.linalg.norm(M, ord=2, axis=(-2, -1))[..., None, None]
+    b = rng.normal(size=(1, T, D))
+    h0 = rng.normal(size=(1, D))
+    return A.astype(dtype), b.astype(dtype), h0.astype(dtype)
+
+
+def _blocked_with_maps(A, b, h0, cs, reverse):
+    """The blocked kernel's outputs and its phase-1 transfer maps ``PHI[0, 1:C-1]``."""
+    from pitsolve.kernels import numba_scan
+
+    B, T, D = b.shape
+    C = -(-T // cs)
+    E = np.full((B, C, D), np.nan, dtype=b.dtype)
+    PHI = np.full((B, C, *A.shape[2:]), np.nan, dtype=b.dtype)
+    CARRY = np.full((B, C, D), np.nan, dtype=b.dtype)
+    out = np.empty_like(b)
+    kernel = numba_scan._blocked_reverse if reverse else numba_scan._blocked_forward
+    kernel(A, b, np.zeros_like(h0) if reverse else h0, out, cs, E, PHI, CARRY)
+    return out, PHI[0, 1 : C - 1]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("dense", "D"), [(False, 1), (False, 3), (True, 2), (True, 9)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_transfer_maps_of_contracting_chunks_are_never_subnormal(dtype, dense, D, reverse):
+    """A_t ~ U(0.5, 0.99) over 4000-step chunks: the products fall below the smallest normal
+    number within ~2300 steps (float64) and, unflushed, stay at the smallest subnormal
+    (x * 0.99 rounds back to x). Every transfer-map entry must be 0 or >= tiny * 2**20 in
+    magnitude, and the outputs must still be the loop's. (D = 9 dense takes the vectorised
+    map product, D = 2 the scalar one.)"""
+    from pitsolve.kernels import numba_scan
+
+    rng = np.random.default_rng(D)
+    cs = 4000
+    A, b, h0 = _contracting(rng, 3 * cs + 5, D, dense=dense, dtype=dtype)
+    out, phi = _blocked_with_maps(A, b, h0, cs, reverse)
+    floor = np.finfo(dtype).tiny * 2.0**20
+    assert phi.shape[0] == 2 and not np.isnan(phi).any()
+    assert np.all((phi == 0) | (np.abs(phi) >= floor)), f"subnormal maps: {phi[phi != 0]}"
+    ref = numba_scan.scan_sequential_reverse(A, b) if reverse else numba_scan.scan_sequential(
+        A, b, h0)
+    assert_close(out, ref.astype(np.float64), dtype)
+
+
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float64, np.float32]),
+       dense=st.booleans(), structure=st.sampled_from(["diag", "full"]), D=st.integers(1, 9),
+       bs=st.sampled_from(BLOCK_SIZES), chunks=st.integers(1, 4), offset=st.integers(-1, 1),
+       log2_scale=st.sampled_from([0, 20, 60, 110]))
+@settings(max_examples=60)
+def test_blocked_scans_equal_the_loop_on_strongly_contracting_maps(seed, dtype, dense,
+                                                                  structure, D, bs, chunks,
+                                                                  offset, log2_scale):
+    """Chunk sizes {1, 2, 3, 32}, T at and around multiples of the chunk size, maps that shrink
+    by up to 2**-110 a step (the transfer maps cross the flush floor within a chunk, or the
+    maps themselves lie below it): forward and reverse equal the loop to rounding."""
+    from pitsolve.kernels import numba_scan
+
+    T = max(1, chunks * bs + offset)
+    rng = np.random.default_rng(seed)
+    A, b, h0 = _contracting(rng, T, D, dense=dense, structure=structure,
+                            log2_scale=log2_scale, dtype=dtype)
+    out = numba_scan.scan_blocked(A, b, h0, chunk_size=bs)
+    lam = numba_scan.scan_blocked_reverse(A, b, chunk_size=bs)
+    assert out.dtype == dtype and lam.dtype == dtype
+    assert_close(out, naive.scan_forward(*as64(A, b, h0)), dtype)
+    assert_close(lam, naive.scan_reverse(*as64(A, b)), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("where", ["A", "b"])
+@pytest.mark.parametrize("t_bad", [5, 4000, 4001, 7000, 11999, 12003])
+def test_non_finite_values_propagate_through_flushed_maps(dtype, dense, where, t_bad):
+    """NaN in A or b (in chunk 0, at a chunk's first step, after its map was flushed to zero,
+    at its last step, in the last chunk) poisons exactly the outputs the loop poisons, forward
+    and reverse; an Inf in A leaves non-finite exactly the outputs the loop leaves non-finite
+    (0 * Inf is NaN where the loop may have Inf)."""
+    from pitsolve.kernels import numba_scan
+
+    rng = np.random.default_rng(t_bad)
+    cs = 4000
+    A, b, h0 = _contracting(rng, 3 * cs + 5, 2, dense=dense, dtype=dtype)
+    for bad, same in ((np.nan, np.isnan), (np.inf, np.isfinite)):
+        if where == "b" and bad == np.inf:
+            continue
+        A2, b2 = A.copy(), b.copy()
+        if where == "b":
+            b2[0, t_bad, 1] = bad
+        elif dense:
+            A2[0, t_bad, 1, 0] = bad
+        else:
+            A2[0, t_bad, 1] = bad
+        for reverse in (False, True):
+            out = _blocked_with_maps(A2, b2, h0, cs, reverse)[0]
+            ref = (numba_scan.scan_sequential_reverse(A2, b2) if reverse
+                   else numba_scan.scan_sequential(A2, b2, h0))
+            np.testing.assert_array_equal(same(out), same(ref))
+            ok = np.isfinite(ref)
+            assert ok.any() and not ok.all()
+            assert_close(np.where(ok, out, 0), np.where(ok, ref, 0).astype(np.float64), dtype)
