@@ -168,16 +168,16 @@ def training_comparison(quick):
 
     data = ps.dsr.lorenz63(T=T, dt=0.01, seed=1)
     forcing = ps.GTF(alpha=0.2)
-    routes = {
-        "global GTF-DEER": ps.DEER(),
-        "Schwarz local, allreduce (P=8, threads)": ps.Schwarz(
-            windows=8, overlap=32, objective="local", mu=0.1, engine="threads", workers=2),
-        "Schwarz local, neighbour (P=8, threads)": ps.Schwarz(
-            windows=8, overlap=32, objective="local", mu=0.1, sync="neighbour",
-            engine="threads", workers=2),
+    windows = ps.Schwarz(windows=8, overlap=32, engine="threads", workers=2)
+    routes = {  # (solver, objective)
+        "global GTF-DEER": (ps.DEER(), "global"),
+        "Schwarz local, allreduce (P=8, threads)": (
+            windows, ps.training.LocalObjective(mu=0.1)),
+        "Schwarz local, neighbour (P=8, threads)": (
+            windows, ps.training.LocalObjective(mu=0.1, sync="neighbour")),
     }
     print(f"{'route':42s} {'wall s':>7s} {'global loss after epoch 1, mid, end':>40s}")
-    for name, solver in routes.items():
+    for name, (solver, objective) in routes.items():
         model = ps.models.ShPLRNN(3, 50, seed=0)
         curve = []
 
@@ -185,10 +185,10 @@ def training_comparison(quick):
             loss, _ = loss_and_grad(info["model"], data, forcing=forcing, solver=ps.Sequential())
             curve.append((info["stats"]["wall_time"], loss))
 
-        ps.fit(model, data[: T // 4], forcing=forcing, solver=solver, epochs=1,
-               steps_per_epoch=1, seq_len=None)  # compile the kernels first
-        res = ps.fit(model, data, forcing=forcing, solver=solver, epochs=epochs,
-                     steps_per_epoch=steps, seq_len=None, callbacks=[record],
+        ps.fit(model, data[: T // 4], forcing=forcing, solver=solver, objective=objective,
+               epochs=1, steps_per_epoch=1, seq_len=None)  # compile the kernels first
+        res = ps.fit(model, data, forcing=forcing, solver=solver, objective=objective,
+                     epochs=epochs, steps_per_epoch=steps, seq_len=None, callbacks=[record],
                      optimizer=ps.optim.Adam(lr=1e-3))
         wall = sum(t for t, _ in curve)
         picks = [curve[0][1], curve[len(curve) // 2][1], curve[-1][1]]

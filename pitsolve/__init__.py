@@ -4,8 +4,7 @@
     sol = ps.solve(ps.LinearRecurrenceProblem(A, b, h0), ps.ParallelScan())
 """
 
-from . import adjoint as _adjoint  # noqa: F401  (registers the adjoint rules)
-from . import dsr, kernels, models, parallel, training
+from . import adjoint, backends, dsr, kernels, models, parallel, training
 from .algorithms import (
     DEER,
     LevenbergMarquardt,
@@ -43,6 +42,8 @@ __all__ = [
     "Solution",
     "SolverError",
     "Stats",
+    "adjoint",
+    "backends",
     "dsr",
     "finalize",
     "fit",

@@ -1,6 +1,8 @@
-"""Array namespaces (NumPy / CuPy) and optional-dependency detection, in one place.
+"""Which array library an array belongs to, and which optional dependencies are usable.
 
-Importing pitsolve never imports CuPy or mpi4py: they are looked up lazily, and the environment
+The one place that looks at array types: everything else asks a
+:class:`~pitsolve.backends.Backend`, which a solve chooses once from these answers. Importing
+pitsolve never imports CuPy or mpi4py: they are looked up lazily, and the environment
 variables ``PITSOLVE_DISABLE_CUPY=1`` / ``PITSOLVE_DISABLE_MPI=1`` opt out of them entirely.
 """
 
@@ -15,19 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "BACKENDS",
-    "array_namespace",
-    "has_cupy",
-    "has_mpi4py",
-    "is_cupy_array",
-    "namespace_for",
-    "to_numpy",
-]
-
-#: Backends a user may name: ``"numba"`` and ``"numpy"`` compute on NumPy arrays on the CPU,
-#: ``"cupy"`` on CuPy arrays on a GPU.
-BACKENDS = ("numba", "numpy", "cupy")
+__all__ = ["array_namespace", "has_cupy", "has_mpi4py", "is_cupy_array", "to_numpy"]
 
 
 def _disabled(name: str) -> bool:
@@ -69,20 +59,6 @@ def array_namespace(*arrays: Any) -> ModuleType:
     if len(kinds) > 1:
         raise TypeError("arrays mix NumPy and CuPy; move them to one device first")
     if kinds == {True}:
-        return importlib.import_module("cupy")
-    return np
-
-
-def namespace_for(backend: str) -> ModuleType:
-    """The array module used by a named backend."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "cupy":
-        if not has_cupy():
-            raise ValueError(
-                "backend='cupy' needs CuPy and a CUDA device; install pitsolve[gpu] "
-                "or choose backend='numba'"
-            )
         return importlib.import_module("cupy")
     return np
 

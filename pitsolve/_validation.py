@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import array_namespace, is_cupy_array
+from ._arrays import array_namespace, is_cupy_array
 
 __all__ = ["as_float_array", "check_finite", "check_positive_int", "result_float_dtype"]
 

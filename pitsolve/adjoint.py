@@ -10,11 +10,13 @@ Jacobians whatever algorithm solved the forward pass (MATH.md §4):
     \bar\theta = \sum_t (\partial f/\partial\theta)^\top \lambda_t,\quad
     \bar h_0 = J_1^\top \lambda_1,\quad \bar x_t = (\partial f/\partial x)^\top\lambda_t.
 
-Three routes compute λ, chosen by the solver that produced the solution
-(``sol.stats["adjoint"]``): ``"scan"`` (one transposed parallel scan of the Jacobians),
-``"matrix-free"`` (GMRES on :math:`J_F^\top\lambda = g` with VJPs only, from the model's
-``linearize`` evaluated once, preconditioned by the transposed diagonal scan: no (T, D, D)
-array) and ``"bptt"`` (the model's sequential backward loop, compiled for built-in models).
+Three adjoint rules compute λ. The solver that produced a solution chooses one and stores it
+in the solution's ``adjoint`` field, beside the ``backend`` it ran on, where the adjoint runs
+too: :class:`ScanAdjoint` (one transposed parallel scan of the Jacobians),
+:class:`MatrixFreeAdjoint` (GMRES on :math:`J_F^\top\lambda = g` with VJPs only: the
+:class:`~pitsolve.operators.TrajectoryJacobian` that Newton–Krylov also uses, no (T, D, D)
+array) and :class:`BPTTAdjoint` (the model's sequential backward loop, compiled for built-in
+models on the Numba backend).
 
 For the affine recurrence :math:`h_t = A_t h_{t-1} + b_t` and a cotangent
 :math:`g_t = \partial L / \partial h_t`, one transposed scan gives
@@ -28,18 +30,25 @@ For the affine recurrence :math:`h_t = A_t h_{t-1} + b_t` and a cotangent
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
+from ._arrays import array_namespace
 from ._validation import as_float_array
-from .backends import array_namespace
-from .kernels import affine_scan_transpose
-from .models.base import linearize
+from .operators import TrajectoryJacobian
 from .problems import LinearRecurrenceProblem, RecurrenceProblem
-from .solution import Solution, register_vjp
+from .solution import Solution
 
-__all__ = ["Cotangents", "Deferred", "check_cotangent", "recurrence_vjp"]
+__all__ = [
+    "BPTTAdjoint",
+    "Cotangents",
+    "Deferred",
+    "MatrixFreeAdjoint",
+    "ScanAdjoint",
+    "check_cotangent",
+]
 
 
 class Cotangents:
@@ -85,126 +94,156 @@ def check_cotangent(sol: Solution, g: Any) -> Any:
     return g.astype(sol.states.dtype, copy=False)
 
 
-@register_vjp(LinearRecurrenceProblem)
-def _linear_vjp(sol: Solution, g: Any) -> Cotangents:
-    p: LinearRecurrenceProblem = sol.problem
-    xp = p.xp
-    g = check_cotangent(sol, g)
-    kernel = sol.stats.extra.get("kernel", "numba")
-    lam, h0_bar = affine_scan_transpose(p.A, g, kernel=kernel)
-    h_prev = xp.concatenate([p.h0[..., None, :], sol.states[..., :-1, :]], axis=-2)
-    A_bar = lam * h_prev if p.structure == "diagonal" else lam[..., :, None] * h_prev[..., None, :]
-    return Cotangents(A=A_bar, b=lam, h0=h0_bar)
-
-
-def _previous(problem: RecurrenceProblem, states: Any) -> Any:
+def _previous(problem: Any, states: Any, xp: Any) -> Any:
     """h_{t-1} for t = 1..T."""
-    xp = problem.xp
     return xp.concatenate([problem.h0[..., None, :], states[..., :-1, :]], axis=-2)
 
 
-def _lambda_scan(sol: Solution, model: Any, prev: Any, x: Any, g: Any, kernel: str) -> Any:
-    """λ by one transposed scan of the Jacobians: those the forward solve kept at the
-    trajectory (``sol.jacobians``), else evaluated here."""
-    J = sol.jacobians
-    if J is None:
-        if model.jacobian_structure == "diagonal":
-            J = model.jacobian(prev, x)
-        else:
-            J = model.f_and_jacobian(prev, x)[1]
-    return affine_scan_transpose(J, g, kernel=kernel)[0]
-
-
-def _lambda_matrix_free(model: Any, prev: Any, x: Any, g: Any, kernel: str, rtol: float,
-                        window: int | None = None) -> Any:
-    r"""Solve :math:`J_F^\top \lambda = g`, :math:`(J_F^\top\lambda)_t = \lambda_t -
-    J_{t+1}^\top\lambda_{t+1}`, with GMRES and VJPs only.
-
-    With ``window`` (steps), the time axis is solved in windows from the last to the first:
-    by reverse causality λ on ``[a, b)`` depends only on g there and on :math:`\lambda_b`,
-    which enters as :math:`g_{b-1} + J_b^\top\lambda_b`. The Krylov vectors and the
-    linearisation then hold one window, not all T steps (the forward solve's windows, so the
-    adjoint needs no more memory than the solve).
-    """
-    xp = array_namespace(g)
-    T = g.shape[-2]
-    window = T if window is None else max(1, min(int(window), T))
-    lam = xp.empty_like(g)
-    carry = None  # J_bᵀ λ_b for the window ending at b
-    for a in range(((T - 1) // window) * window, -1, -window):
-        b = min(a + window, T)
-        rhs = g[..., a:b, :].copy()
-        if carry is not None:
-            rhs[..., -1, :] += carry
-        xs = None if x is None else x[..., a:b, :]
-        lam[..., a:b, :] = _window_adjoint(model, prev[..., a:b, :], xs, rhs, kernel, rtol)
-        if a > 0:  # J_aᵀ λ_a, for the window before
-            xa = None if x is None else x[..., a, :]
-            carry = model.vjp_h(prev[..., a, :], xa, lam[..., a, :])
-    return lam
-
-
-def _window_adjoint(model: Any, prev: Any, x: Any, g: Any, kernel: str, rtol: float) -> Any:
-    r"""λ of one window: ``J_Fᵀ λ = g`` with :math:`\lambda_{b}` = 0 past its end."""
-    xp = array_namespace(g)
-    if xp.__name__ == "cupy":  # pragma: no cover - needs a GPU
-        from cupyx.scipy.sparse.linalg import LinearOperator, gmres
-    else:
-        from scipy.sparse.linalg import LinearOperator, gmres
-    shape, n, dtype = g.shape, g.size, g.dtype
-    # J_{t+1} for t < the window's end, linearised once: each product is then a VJP
-    lin = None
-    if shape[-2] > 1:
-        lin = linearize(model, prev[..., 1:, :], None if x is None else x[..., 1:, :])
-
-    def jvp_FT(lam: Any) -> Any:
-        lam = lam.reshape(shape)
-        out = xp.empty_like(lam)
-        out[..., -1, :] = 0
-        if lin is not None:
-            lin.vjp(lam[..., 1:, :], out=out[..., :-1, :])
-        return xp.subtract(lam, out, out=out).reshape(-1)
-
-    d = model.diagonal_jacobian(prev, x)
-
-    def precondition(y: Any) -> Any:
-        return affine_scan_transpose(d, y.reshape(shape), kernel=kernel)[0].ravel()
-
-    A = LinearOperator((n, n), matvec=jvp_FT, dtype=dtype)
-    M = LinearOperator((n, n), matvec=precondition, dtype=dtype)
-    lam, info = gmres(A, g.ravel(), rtol=rtol, atol=0.0, restart=30, maxiter=50, M=M)
-    if info != 0:
-        raise RuntimeError(
-            f"the matrix-free adjoint solve did not reach rtol={rtol:g} (GMRES info={info}); "
-            "the forward trajectory is probably not contracting: use a DEER solution's vjp"
-        )
-    return lam.reshape(shape).astype(dtype, copy=False)
-
-
-@register_vjp(RecurrenceProblem)
-def recurrence_vjp(sol: Solution, g: Any) -> Cotangents:
-    """Cotangents ``.params`` (a :class:`~pitsolve.models.Params`), ``.h0`` and ``.inputs``
-    (None without inputs) of L given ``g = dL/dstates``, at the solution's trajectory.
-
-    λ is computed here; the three cotangents from it when first read (each one VJP pass)."""
+def _from_lambda(sol: Solution, model: Any, prev: Any, lam: Any) -> Cotangents:
+    """The cotangents of a :class:`RecurrenceProblem`'s inputs from λ, each computed when
+    first read (one VJP pass each)."""
     p: RecurrenceProblem = sol.problem
-    g = check_cotangent(sol, g)
-    model = p.working_model()
-    route = sol.stats.extra.get("adjoint", "scan")
-    kernel = sol.stats.extra.get("kernel", "numba")
-    if route == "bptt" and hasattr(model, "bptt"):
-        params_bar, h0_bar, inputs_bar = model.bptt(p.h0, p.inputs, sol.states, g)
-        return Cotangents(params=params_bar, h0=h0_bar, inputs=inputs_bar)
-    prev, x = _previous(p, sol.states), p.inputs
-    if route == "matrix-free":
-        rtol = 10 * float(np.finfo(g.dtype).eps) ** 0.75
-        window = sol.stats.extra.get("window")
-        lam = _lambda_matrix_free(model, prev, x, g, kernel, rtol, window)
-    else:
-        lam = _lambda_scan(sol, model, prev, x, g, kernel)
+    x = p.inputs
     x0 = None if x is None else x[..., 0, :]
     return Cotangents(
         params=Deferred(model.vjp_params, prev, x, lam),
         h0=Deferred(model.vjp_h, p.h0, x0, lam[..., 0, :]),
         inputs=None if x is None else Deferred(model.vjp_inputs, prev, x, lam),
     )
+
+
+class _Rule:
+    """What the adjoint rules share: checks, and the model on the solution's backend."""
+
+    def vjp(self, sol: Solution, g: Any) -> Cotangents:
+        """Cotangents of the solution's inputs given ``g = dL/dstates``: ``.params`` (a
+        :class:`~pitsolve.models.Params`), ``.h0`` and ``.inputs`` (None without inputs)
+        of a :class:`~pitsolve.RecurrenceProblem`'s solution."""
+        g = check_cotangent(sol, g)
+        if not isinstance(sol.problem, RecurrenceProblem):
+            raise TypeError(f"{type(self).__name__} differentiates solutions of a "
+                            f"RecurrenceProblem, not of a {type(sol.problem).__name__}")
+        model = sol.backend.bind(sol.problem.working_model())
+        return self._recurrence(sol, model, g)
+
+    def _recurrence(self, sol: Solution, model: Any, g: Any) -> Cotangents:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanAdjoint(_Rule):
+    r"""λ by one transposed scan: of :math:`A_t` for a linear problem, of the Jacobians
+    :math:`J_t` for a nonlinear one — those the forward solve kept at the trajectory
+    (``sol.jacobians``, e.g. a successful DEER solve), else evaluated here; O(T D²) memory
+    for dense Jacobians. The rule of the scans, of DEER and of ``Sequential`` off the Numba
+    backend.
+
+    Parameters
+    ----------
+    method, chunk_size
+        the transposed scan's (:meth:`pitsolve.backends.Backend.scan_transpose`): those of the
+        forward solve.
+    """
+
+    method: str = "blocked"
+    chunk_size: int | None = None
+
+    def vjp(self, sol: Solution, g: Any) -> Cotangents:
+        r"""Cotangents given ``g = dL/dstates``: ``.params``, ``.h0``, ``.inputs`` for a
+        :class:`~pitsolve.RecurrenceProblem`; for a
+        :class:`~pitsolve.LinearRecurrenceProblem` ``.A``, ``.b``, ``.h0``:
+        :math:`\bar b = \lambda`, :math:`\bar h_0 = A_1^\top\lambda_1`,
+        :math:`\bar A_t = \lambda_t h_{t-1}^\top` (diagonal: :math:`\lambda_t \odot
+        h_{t-1}`)."""
+        if not isinstance(sol.problem, LinearRecurrenceProblem):
+            return super().vjp(sol, g)
+        g = check_cotangent(sol, g)
+        p: LinearRecurrenceProblem = sol.problem
+        lam, h0_bar = self._scan(sol, p.A, g)
+        h_prev = _previous(p, sol.states, sol.backend.xp)
+        if p.structure == "diagonal":
+            A_bar = lam * h_prev
+        else:
+            A_bar = lam[..., :, None] * h_prev[..., None, :]
+        return Cotangents(A=A_bar, b=lam, h0=h0_bar)
+
+    def _scan(self, sol: Solution, A: Any, g: Any) -> tuple[Any, Any]:
+        return sol.backend.scan_transpose(A, g, method=self.method, chunk_size=self.chunk_size)
+
+    def _recurrence(self, sol: Solution, model: Any, g: Any) -> Cotangents:
+        prev = _previous(sol.problem, sol.states, sol.backend.xp)
+        x = sol.problem.inputs
+        J = sol.jacobians
+        if J is None:
+            if model.jacobian_structure == "diagonal":
+                J = model.jacobian(prev, x)
+            else:
+                J = model.f_and_jacobian(prev, x)[1]
+        lam = self._scan(sol, J, g)[0]
+        return _from_lambda(sol, model, prev, lam)
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixFreeAdjoint(_Rule):
+    r"""λ from :math:`J_F^\top\lambda = g` by GMRES with VJPs only (the
+    :class:`~pitsolve.operators.TrajectoryJacobian`), O(T D) memory: the rule of
+    :class:`~pitsolve.NewtonKrylov`.
+
+    With ``window`` (steps), the time axis is solved in windows from the last to the first:
+    by reverse causality λ on ``[a, b)`` depends only on g there and on :math:`\lambda_b`,
+    which enters as :math:`g_{b-1} + J_b^\top\lambda_b`. The Krylov vectors and the
+    linearisation then hold one window, not all T steps (the forward solve's windows, so the
+    adjoint needs no more memory than the solve).
+
+    Parameters
+    ----------
+    window
+        steps per window (None: all T at once).
+    restart, maxiter
+        GMRES restart length and inner iterations at most per window.
+    """
+
+    window: int | None = None
+    restart: int = 30
+    maxiter: int = 1500
+
+    def _recurrence(self, sol: Solution, model: Any, g: Any) -> Cotangents:
+        xp = sol.backend.xp
+        prev, x = _previous(sol.problem, sol.states, xp), sol.problem.inputs
+        rtol = 10 * float(np.finfo(g.dtype).eps) ** 0.75
+        T = g.shape[-2]
+        window = T if self.window is None else max(1, min(int(self.window), T))
+        lam = xp.empty_like(g)
+        carry = None  # J_bᵀ λ_b for the window ending at b
+        for a in range(((T - 1) // window) * window, -1, -window):
+            b = min(a + window, T)
+            rhs = g[..., a:b, :].copy()
+            if carry is not None:
+                rhs[..., -1, :] += carry
+            xs = None if x is None else x[..., a:b, :]
+            op = TrajectoryJacobian(model, prev[..., a:b, :], xs, sol.backend)
+            result = op.solve(rhs, transpose=True, rtol=rtol, restart=self.restart,
+                              maxiter=self.maxiter)
+            if not result.converged:
+                raise RuntimeError(
+                    f"the matrix-free adjoint solve did not reach rtol={rtol:g} in "
+                    f"{result.iterations} GMRES iterations; the forward trajectory is probably "
+                    "not contracting: use a DEER solution's vjp"
+                )
+            lam[..., a:b, :] = result.x
+            if a > 0:  # J_aᵀ λ_a, for the window before
+                xa = None if x is None else x[..., a, :]
+                carry = model.vjp_h(prev[..., a, :], xa, lam[..., a, :])
+        return _from_lambda(sol, model, prev, lam)
+
+
+@dataclasses.dataclass(frozen=True)
+class BPTTAdjoint(_Rule):
+    """The model's backpropagation through time (:meth:`~pitsolve.models.Model.bptt`), a
+    sequential backward loop, compiled for the built-in models on the Numba backend: the
+    rule of ``Sequential`` there."""
+
+    def _recurrence(self, sol: Solution, model: Any, g: Any) -> Cotangents:
+        p = sol.problem
+        params_bar, h0_bar, inputs_bar = model.bptt(p.h0, p.inputs, sol.states, g)
+        return Cotangents(params=params_bar, h0=h0_bar, inputs=inputs_bar)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._arrays import array_namespace
 from ._validation import as_float_array, check_finite, check_positive_int, result_float_dtype
-from .backends import array_namespace
 
 __all__ = ["LinearRecurrenceProblem", "RecurrenceProblem"]
 

@@ -7,21 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ReturnCode", "Solution", "SolverError", "Stats", "is_successful", "register_vjp"]
-
-# problem type -> function(solution, g) -> cotangents; filled by pitsolve.adjoint, which sits
-# above this module (so the rule is looked up, never imported from here).
-_VJP_RULES: dict[type, Callable[[Any, Any], Any]] = {}
-
-
-def register_vjp(problem_type: type) -> Callable:
-    """Decorator registering the adjoint rule ``rule(solution, g)`` of a problem type."""
-
-    def decorate(rule: Callable) -> Callable:
-        _VJP_RULES[problem_type] = rule
-        return rule
-
-    return decorate
+__all__ = ["ReturnCode", "Solution", "SolverError", "Stats", "is_successful"]
 
 
 class ReturnCode(enum.Enum):
@@ -52,7 +38,14 @@ class ReturnCode(enum.Enum):
         "tolerance may be below what this floating-point precision can reach); use float64 or "
         "loosen rtol/atol."
     )
-    Failure = "failed for a reason given in the solution's stats['message']."
+    Terminated = (
+        "stopped by the callback (it returned True) before the residual met the tolerance; "
+        "the best iterate so far is returned. Continue from it with h_init=sol.states."
+    )
+    Failure = (
+        "the solver stopped without reaching a result (no iteration completed); no iterate "
+        "is available. Check the problem and the algorithm's options."
+    )
 
     def __str__(self) -> str:
         return f"ReturnCode.{self.name}: {self.value}"
@@ -98,9 +91,11 @@ class Stats:
     wall_time
         seconds spent in the solve.
     peak_bytes
-        bytes of the largest work arrays allocated by the algorithm.
+        bytes of all the arrays the solve holds at its peak (the iterate and every work array
+        it allocates, the model's temporaries during an evaluation included).
     extra
-        algorithm-specific entries (e.g. ``"fallback"``, per-window statistics).
+        algorithm-specific entries (e.g. ``"fallback"``, per-window statistics), for reporting
+        only: nothing reads them to compute.
     """
 
     iterations: int = 0
@@ -150,6 +145,13 @@ class Solution:
         else ``None``. :meth:`vjp` reuses them instead of evaluating them again. A solver
         may set a function instead (:meth:`defer_jacobians`): it runs on first access, so
         that a solve whose Jacobians are never used never assembles them.
+    backend
+        the :class:`~pitsolve.backends.Backend` the solve ran on; the adjoint runs there too.
+    adjoint
+        the adjoint rule :meth:`vjp` applies (:mod:`pitsolve.adjoint`:
+        :class:`~pitsolve.adjoint.ScanAdjoint`, :class:`~pitsolve.adjoint.MatrixFreeAdjoint`
+        or :class:`~pitsolve.adjoint.BPTTAdjoint`), set by the algorithm that produced the
+        solution.
     """
 
     states: Any
@@ -159,6 +161,8 @@ class Solution:
     algorithm: Any
     converged: Any = None
     jacobians: Any = None
+    backend: Any = None
+    adjoint: Any = None
 
     def defer_jacobians(self, assemble: Callable[[], Any]) -> None:
         """Let ``assemble()`` compute :attr:`jacobians` (an array or None) on first access."""
@@ -196,12 +200,11 @@ class Solution:
                 "the adjoint is the gradient only at the converged trajectory; re-solve (e.g. "
                 "with fallback='sequential') first"
             )
-        rule = _VJP_RULES.get(type(self.problem))
-        if rule is None:
+        if self.adjoint is None:
             raise NotImplementedError(
-                f"no adjoint is registered for {type(self.problem).__name__}"
+                f"{self.algorithm!r} gives its solutions no adjoint rule (sol.adjoint is None)"
             )
-        return rule(self, g)
+        return self.adjoint.vjp(self, g)
 
     def __repr__(self) -> str:
         shape = getattr(self.states, "shape", None)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._validation import as_float_array, check_positive_int
-from .backends import BACKENDS
+from .backends import BACKENDS, Backend, select
 from .solution import ReturnCode, Solution, SolverError, Stats, is_successful
 
 __all__ = [
@@ -67,7 +67,13 @@ class Controls:
     backend
         ``"numba"``, ``"numpy"`` or ``"cupy"``; overrides the algorithm's choice.
     callback
-        called as ``callback(state)`` after every step; returning True stops the solve.
+        called as ``callback(state)`` after every step; returning True stops the solve with
+        :attr:`~pitsolve.ReturnCode.Terminated` and the best iterate so far.
+    engine
+        an :class:`~pitsolve.parallel.Engine` instance (e.g. ``MPIEngine(comm)`` for a
+        communicator other than ``COMM_WORLD``) for the algorithms that run windows on an
+        engine (:class:`~pitsolve.Schwarz`); overrides their ``engine`` name. Live resources
+        (thread pools, communicators) belong here, not in the algorithm.
     """
 
     rtol: float | None = None
@@ -79,6 +85,7 @@ class Controls:
     freeze_converged: bool = True
     backend: str | None = None
     callback: Callable[[Any], Any] | None = None
+    engine: Any = None
 
     def __post_init__(self) -> None:
         for name in ("rtol", "atol"):
@@ -120,20 +127,33 @@ def make_controls(kwargs: dict[str, Any]) -> Controls:
 class SolverState:
     """The state of a solve between steps. Algorithms subclass it.
 
-    A subclass sets ``self.states`` and ``self.retcode`` and implements :meth:`step`, which
-    advances one iteration and sets ``self.done`` when finished.
+    The backend is chosen here, once (:func:`pitsolve.backends.select`: the ``backend=``
+    control, then the algorithm's ``backend`` option, then the arrays), and kept as
+    ``self.backend``; a subclass computes through it. A subclass sets ``self.states``,
+    ``self.retcode`` and ``self.adjoint`` (the solution's adjoint rule) and implements
+    :meth:`step`, which advances one iteration and sets ``self.done`` when finished.
     """
 
     def __init__(self, problem: Any, algorithm: Algorithm, controls: Controls):
         self.problem, self.algorithm, self.controls = problem, algorithm, controls
+        self.backend: Backend = select(
+            problem.xp, controls.backend, getattr(algorithm, "backend", None)
+        )
+        self.xp = self.backend.xp
         self.stats = Stats()
         self.done = False
         self.retcode = ReturnCode.Failure
         self.states: Any = None
         self.converged: Any = None
+        self.adjoint: Any = None
 
     def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def terminate(self) -> None:
+        """Stop before convergence (the callback asked for it): ``Terminated`` with the best
+        iterate so far. Solvers with a best iterate override this to install it."""
+        self.retcode, self.done = ReturnCode.Terminated, True
 
     def solution(self) -> Solution:
         """The solution as it stands."""
@@ -144,6 +164,8 @@ class SolverState:
             problem=self.problem,
             algorithm=self.algorithm,
             converged=self.converged,
+            backend=self.backend,
+            adjoint=self.adjoint,
         )
 
 
@@ -205,7 +227,7 @@ def step(state: SolverState) -> SolverState:
         state.stats.wall_time += time.perf_counter() - t0
         cb = state.controls.callback
         if cb is not None and cb(state) is True and not state.done:
-            state.done = True
+            state.terminate()
     return state
 
 
@@ -213,9 +235,11 @@ def finalize(state: SolverState) -> Solution:
     """The :class:`Solution` of a solve; applies ``fallback`` and ``throw``."""
     sol = state.solution()
     ctrl = state.controls
-    if not is_successful(sol) and ctrl.fallback is not None:
+    # a solve the callback stopped is the caller's choice: no fallback overrides it
+    stopped = sol.retcode is ReturnCode.Terminated
+    if not is_successful(sol) and not stopped and ctrl.fallback is not None:
         fallback = _NAMED[ctrl.fallback]()
-        fb = solve(sol.problem, fallback, backend=ctrl.backend)
+        fb = solve(sol.problem, fallback, backend=state.backend.name)  # on the same backend
         fb.stats.extra["fallback"] = {
             "algorithm": repr(sol.algorithm),
             "retcode": sol.retcode.name,

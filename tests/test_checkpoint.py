@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+import pitsolve as ps
 from pitsolve.models.base import Params
 from pitsolve.training import checkpoint
 from pitsolve.training.checkpoint import (
@@ -276,3 +277,44 @@ def test_truncated_or_corrupt_file_is_a_clear_error(tmp_path):
     np.savez(tmp_path / "plain.npz", x=np.zeros(2))
     with pytest.raises(ValueError, match="not a pitsolve checkpoint"):
         load_checkpoint(tmp_path / "plain.npz")
+
+
+# -- model files: every model that describes itself, and the files of the last release --------
+@pytest.mark.parametrize("model", [
+    ps.models.ShPLRNN(3, 5, seed=1), ps.models.ClippedShPLRNN(3, 5, seed=2),
+    ps.models.ALRNN(4, 2, seed=3), ps.models.Elman(4, 2, seed=4), ps.models.GRU(3, 1, seed=5),
+    ps.models.LinearSSM(3, 2, readout_hidden=4, seed=6),
+    ps.models.ObservedModel(ps.models.ALRNN(3, 1), ps.models.Affine.init(2, 3, seed=7)),
+], ids=lambda m: type(m).__name__)
+def test_models_round_trip_through_their_configuration(tmp_path, model):
+    ps.training.save_model(tmp_path / "m.npz", model, {"dt": 0.1})
+    loaded, meta = ps.training.load_model(tmp_path / "m.npz")
+    assert type(loaded) is type(model) and meta["dt"] == 0.1
+    assert loaded.config() == model.config()
+    for k in model.params:
+        np.testing.assert_array_equal(loaded.params[k], model.params[k])
+
+
+def test_a_model_without_a_configuration_cannot_be_saved(tmp_path):
+    with pytest.raises(TypeError, match="ODEStep"):
+        ps.training.save_model(tmp_path / "m.npz", ps.models.ODEStep(ps.models.Lorenz63(),
+                                                                      dt=0.01))
+
+
+def test_model_files_of_the_last_release_load(tmp_path):
+    """Files that stored a shPLRNN-family model by class name (and an observation's kind)."""
+    alrnn = ps.models.ALRNN(3, 2, seed=1)
+    save_checkpoint(tmp_path / "a.npz", {f"params/{k}": v for k, v in alrnn.params.items()},
+                    {"model": "ALRNN", "relu_units": 2, "dt": 0.01})
+    loaded, meta = ps.training.load_model(tmp_path / "a.npz")
+    assert isinstance(loaded, ps.models.ALRNN) and loaded.relu_units == 2 and meta["dt"] == 0.01
+    observed = ps.models.ObservedModel(ps.models.ShPLRNN(3, 6), ps.models.Affine.init(2, 3))
+    save_checkpoint(tmp_path / "o.npz", {f"params/{k}": v for k, v in observed.params.items()},
+                    {"model": "ShPLRNN", "relu_units": None, "observation": "Affine",
+                     "differentiate_forcing": False})
+    loaded, _ = ps.training.load_model(tmp_path / "o.npz")
+    assert loaded.latent.hidden_dim == 6 and not loaded.observation.differentiate_forcing
+    np.testing.assert_array_equal(loaded.params.flatten(), observed.params.flatten())
+    save_checkpoint(tmp_path / "x.npz", {"params/a": np.ones(3)}, {"model": "Transformer"})
+    with pytest.raises(ValueError, match="Transformer"):
+        ps.training.load_model(tmp_path / "x.npz")

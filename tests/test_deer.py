@@ -225,7 +225,9 @@ def test_vjp_refuses_a_failed_solution():
 def test_constant_guess_is_linearised_once_with_the_same_result(alg, prob):
     """The default guess repeats h0: without inputs, DEER linearises one step of it and
     broadcasts. The iterates are those of the same guess given explicitly (evaluated at
-    every step), bit for bit."""
+    every step): bit for bit on the Numba backend, whose model kernels compute every row
+    alike; on the NumPy backend BLAS sums a 1-row and a T-row product in different orders,
+    so there they agree to rounding and take the same iterations."""
     guess = np.broadcast_to(prob.h0[..., None, :], (*prob.batch_shape, prob.T, prob.D))
     calls, cls = [], type(prob.model)
     methods = {name: getattr(cls, name) for name in ("f", "f_and_jacobian",
@@ -243,7 +245,10 @@ def test_constant_guess_is_linearised_once_with_the_same_result(alg, prob):
     finally:
         for name, method in methods.items():
             setattr(cls, name, method)
-    np.testing.assert_array_equal(fast.states, slow.states)
     assert fast.retcode == slow.retcode and fast.stats.iterations == slow.stats.iterations
-    assert fast.stats.residual_history == slow.stats.residual_history
     assert first == 1  # one step linearised, not T
+    if fast.backend.compiled:
+        np.testing.assert_array_equal(fast.states, slow.states)
+        assert fast.stats.residual_history == slow.stats.residual_history
+    else:
+        np.testing.assert_allclose(fast.states, slow.states, rtol=1e-13, atol=1e-15)

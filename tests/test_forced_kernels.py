@@ -1,5 +1,6 @@
-"""Compiled teacher-forced loops: ``sequential_forced`` / ``bptt_forced`` of the built-in models
-and :class:`ForcedModel`'s ``sequential`` / ``bptt`` (GTF-BPTT) that delegate to them.
+"""Compiled teacher-forced loops: the built-in models' loop hooks with forcing (``_loop`` /
+``_loop_bptt``, dispatched by ``pitsolve.models._loops``) behind :class:`ForcedModel`'s
+``sequential`` / ``bptt`` (GTF-BPTT).
 
 The forced recurrence :math:`\\tilde z_t = (1 - a_t) \\odot f(\\tilde z_{t-1}, x_t)
 + a_t \\odot \\hat z_t` is checked against the generic step loop and :meth:`Model.bptt` of
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 
 import pitsolve as ps
-from pitsolve.models import ALRNN, GRU, ClippedShPLRNN, Elman, LinearSSM, ShPLRNN
+from pitsolve.models import ALRNN, GRU, ClippedShPLRNN, Elman, ForcedModel, LinearSSM, ShPLRNN
+from pitsolve.models._loops import run_loop, run_loop_bptt
 from pitsolve.models.base import Model, step_loop
-from pitsolve.training.forcing import ForcedModel
 
 SQRT_EPS = float(np.sqrt(np.finfo(np.float64).eps))
 T = 10
@@ -88,11 +89,10 @@ def test_sequential_matches_step_loop(name, lead, monkeypatch):
     h0, inputs, _, _ = _data(model, lead)
     ref = step_loop(fm, h0, inputs, T)
     calls = []
-    fast = type(model).sequential_forced
-    monkeypatch.setattr(
-        type(model), "sequential_forced", lambda *args: calls.append(1) or fast(*args)
-    )
+    fast = type(model)._loop
+    monkeypatch.setattr(type(model), "_loop", lambda *args: calls.append(args[3]) or fast(*args))
     got = fm.sequential(h0, inputs, T)
+    assert calls[0] is not None, "the forcing did not reach the compiled loop"
     assert calls, "ForcedModel.sequential did not use the compiled loop"
     assert got.shape == (*lead, T, model.state_dim) and got.dtype == np.float64
     _assert_rel(got, ref, 1e-13)
@@ -106,9 +106,11 @@ def test_bptt_matches_generic(name, lead, monkeypatch):
     h0, inputs, states, g = _data(model, lead, seed=1)
     ref = Model.bptt(fm, h0, inputs, states, g)
     calls = []
-    fast = type(model).bptt_forced
-    monkeypatch.setattr(type(model), "bptt_forced", lambda *args: calls.append(1) or fast(*args))
+    fast = type(model)._loop_bptt
+    monkeypatch.setattr(type(model), "_loop_bptt",
+                        lambda *args: calls.append(args[5]) or fast(*args))
     p, hb, xb = fm.bptt(h0, inputs, states, g)
+    assert calls[0] is not None, "the forcing did not reach the compiled loop"
     assert calls, "ForcedModel.bptt did not use the compiled loop"
     _assert_params(p, ref[0], 1e-12)
     _assert_rel(hb, ref[1], 1e-12)
@@ -184,19 +186,20 @@ def test_zero_forcing_is_the_plain_recurrence(name):
     rng = np.random.default_rng(7)
     D, N = model.state_dim, model.input_dim
     h0 = rng.normal(size=(2, D))
-    x = rng.normal(size=(2, T, N)) if N else None
+    x = rng.normal(size=(2, T, N))
     zhat, a = rng.normal(size=(2, T, D)), np.zeros((2, T, D))
+    inputs = np.concatenate([x, zhat, a], axis=-1)
+    x = x if N else None
     states = model.sequential(h0, x, T)
-    np.testing.assert_array_equal(model.sequential_forced(h0, x, zhat, a, T), states)
+    np.testing.assert_array_equal(ForcedModel(model).sequential(h0, inputs, T), states)
     g = rng.normal(size=states.shape)
-    p, hb, xb, zb, ab = model.bptt_forced(h0, x, zhat, a, states, g)
+    p, hb, inputs_bar = ForcedModel(model).bptt(h0, inputs, states, g)
     p_ref, hb_ref, xb_ref = model.bptt(h0, x, states, g)
     _assert_params(p, p_ref, 1e-14)
     _assert_rel(hb, hb_ref, 1e-14)
     if x is not None:
-        _assert_rel(xb, xb_ref, 1e-14)
-    assert not zb.any()
-    assert ab.shape == a.shape
+        _assert_rel(inputs_bar[..., :N], xb_ref, 1e-14)
+    assert not inputs_bar[..., N : N + D].any()  # ẑ's cotangent
 
 
 @pytest.mark.parametrize("name", ["shplrnn", "alrnn", "elman", "gru"])
@@ -210,11 +213,11 @@ def test_shared_forcing_broadcasts_and_longer_inputs(name):
     zhat = rng.normal(size=(T + 2, D))
     a = np.broadcast_to(rng.uniform(0, 1, D), (T + 2, D))
     zf, af = (np.broadcast_to(v, (3, T + 2, D)).copy() for v in (zhat, a))
-    states = model.sequential_forced(h0, x, zhat, a, T)
-    np.testing.assert_array_equal(states, model.sequential_forced(h0, x, zf, af, T))
+    states = run_loop(model, h0, x, T, zhat, a)
+    np.testing.assert_array_equal(states, run_loop(model, h0, x, T, zf, af))
     g = rng.normal(size=states.shape)
-    _, hb, xb, zb, ab = model.bptt_forced(h0, x, zhat, a, states, g)
-    _, hb_f, xb_f, zb_f, ab_f = model.bptt_forced(h0, x, zf, af, states, g)
+    _, hb, xb, zb, ab = run_loop_bptt(model, h0, x, states, g, zhat, a)
+    _, hb_f, xb_f, zb_f, ab_f = run_loop_bptt(model, h0, x, states, g, zf, af)
     assert zb.shape == zhat.shape and ab.shape == a.shape and hb.shape == h0.shape
     _assert_rel(zb, zb_f.sum(axis=0), 1e-13)
     _assert_rel(ab, ab_f.sum(axis=0), 1e-13)
@@ -226,7 +229,7 @@ def test_shared_forcing_broadcasts_and_longer_inputs(name):
 
 
 def test_models_without_forced_kernels_fall_back():
-    """A base without ``sequential_forced`` (LinearSSM) takes the generic loops."""
+    """A base without a compiled forced loop (LinearSSM) takes the generic loops."""
     model = LinearSSM(3, 2, readout_hidden=4, seed=1)
     fm = ForcedModel(model)
     h0, inputs, states, g = _data(model, (2,), seed=9)
@@ -238,19 +241,16 @@ def test_models_without_forced_kernels_fall_back():
     _assert_rel(xb, xb_ref, 0.0)
 
 
-def test_generic_fallback_of_the_forced_methods(monkeypatch):
-    """Arrays the kernels do not take go to the Python loops of the forced model."""
-    model = MODELS["elman"]()
+@pytest.mark.parametrize("name", MODELS)
+def test_numpy_backend_runs_the_generic_loops_with_the_same_result(name):
+    """On the NumPy backend the forced model runs the Python loops of its own f and VJPs;
+    they equal the compiled loops of the Numba backend."""
+    model = MODELS[name]()
     h0, inputs, states, g = _data(model, (2,), seed=10)
-    N, D = model.input_dim, model.state_dim
-    x, zhat, a = inputs[..., :N], inputs[..., N : N + D], inputs[..., N + D :]
-    from pitsolve.models import rnn
-
-    fast_s = model.sequential_forced(h0, x, zhat, a, T)
-    fast_b = model.bptt_forced(h0, x, zhat, a, states, g)
-    slow_s = rnn._generic_sequential_forced(model, h0, x, zhat, a, T)
-    slow_b = rnn._generic_bptt_forced(model, h0, x, zhat, a, states, g)
-    _assert_rel(fast_s, slow_s, 1e-13)
+    fast, slow = ForcedModel(model.on("numba")), ForcedModel(model.on("numpy"))
+    _assert_rel(fast.sequential(h0, inputs, T), slow.sequential(h0, inputs, T), 1e-13)
+    _assert_rel(slow.sequential(h0, inputs, T), step_loop(fast, h0, inputs, T), 1e-13)
+    fast_b, slow_b = fast.bptt(h0, inputs, states, g), slow.bptt(h0, inputs, states, g)
     _assert_params(fast_b[0], slow_b[0], 1e-12)
     for u, w in zip(fast_b[1:], slow_b[1:], strict=True):
         _assert_rel(u, w, 1e-12)
@@ -269,9 +269,9 @@ def test_gtf_bptt_gradient_equals_gtf_deer(name, batched, monkeypatch):
     cls = type(model)
     # the loss is on the predictions: the shPLRNNs and the ALRNN step them (and their adjoint)
     # in one compiled pass each, Elman and GRU through their forced loops
-    one_pass = hasattr(cls, "_sequential_predictions")
-    expected = (["_sequential_predictions", "_bptt_predictions"] if one_pass
-                else ["sequential_forced", "bptt_forced"])
+    one_pass = hasattr(cls, "_loop_predictions")
+    expected = (["_loop_predictions", "_loop_bptt_predictions"] if one_pass
+                else ["_loop", "_loop_bptt"])
     for method in expected:
         fast = getattr(cls, method)
         monkeypatch.setattr(

@@ -9,10 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pitsolve.models import ShPLRNN
+from pitsolve.models import ForcedModel, ForcedPredictionModel, ShPLRNN
 from pitsolve.models.base import Model, step_loop
 from pitsolve.testing import check_derivatives
-from pitsolve.training.forcing import ForcedModel, ForcedPredictionModel
 
 from .test_forced_kernels import MODELS, T, _assert_params, _assert_rel
 from .test_forced_kernels import _data as _forced_data
@@ -47,8 +46,8 @@ def test_compiled_loops_match_the_generic_ones(name, lead, monkeypatch):
     ref_states = step_loop(fm, h0, inputs, T)
     ref = Model.bptt(fm, h0, inputs, ref_states, g)
     one_pass = name in ONE_PASS
-    calls = _count(monkeypatch, model, ["_sequential_predictions", "_bptt_predictions"]
-                   if one_pass else ["sequential_forced", "bptt_forced"])
+    calls = _count(monkeypatch, model, ["_loop_predictions", "_loop_bptt_predictions"]
+                   if one_pass else ["_loop", "_loop_bptt"])
     states = fm.sequential(h0, inputs, T)
     p, hb, xb = fm.bptt(h0, inputs, states, g)
     assert len(calls) == 2, "the compiled loops were not used"

@@ -238,3 +238,41 @@ def test_tune_allocator_sets_glibc_thresholds_or_reports_it_cannot():
         assert int(faults) < 100  # ~38 000 faults on the benchmark machine)
     with pytest.raises(ValueError, match="keep_bytes"):
         ps.tune_allocator(-1)
+
+
+# -- stopping from the callback -------------------------------------------------------------------
+@pytest.mark.parametrize("alg", [ps.DEER(), ps.DEER(jacobian="diagonal"), ps.NewtonKrylov(),
+                                 ps.Schwarz(windows=4, overlap=16, inner=ps.DEER())], ids=repr)
+def test_a_callback_stops_the_solve_with_the_best_iterate(alg):
+    """Returning True from the callback ends the solve with ``Terminated`` and the best
+    iterate so far (not ``states=None`` and a message about a missing stats entry)."""
+    from pitsolve.testing import problems
+
+    model, h0, _ = problems.shplrnn_3x50(T=10)
+    prob = ps.RecurrenceProblem(model, h0, T=400)
+    seen = []
+    sol = ps.solve(prob, alg, callback=lambda state: seen.append(1) or len(seen) == 1,
+                   fallback="sequential")  # (a stop is the caller's choice: no fallback)
+    assert sol.retcode is ps.ReturnCode.Terminated and len(seen) == 1
+    assert "stopped by the callback" in str(sol.retcode)
+    assert sol.states is not None and sol.states.shape == (400, 3)
+    assert np.isfinite(sol.states).all() and "fallback" not in sol.stats.extra
+    with pytest.raises(ValueError, match="successful"):
+        sol.vjp(np.ones_like(sol.states))
+    with pytest.raises(ps.SolverError, match="Terminated"):
+        ps.solve(prob, alg, callback=lambda state: True, throw=True)
+
+
+def test_the_failure_code_names_no_missing_entry():
+    assert "stats" not in ps.ReturnCode.Failure.message
+
+
+@pytest.mark.parametrize("model", [ps.models.ShPLRNN(3, 4), ps.models.Elman(3, 1),
+                                   ps.models.ObservedModel(ps.models.ShPLRNN(3, 4),
+                                                           ps.models.Affine.init(2, 3))],
+                         ids=lambda m: type(m).__name__)
+def test_replacing_an_unknown_parameter_is_a_type_error_naming_the_valid_ones(model):
+    with pytest.raises(TypeError, match=r"unknown parameter.*W9.*the parameters are \["):
+        model.replace(W9=np.zeros(3))
+    with pytest.raises(TypeError, match="W9"):
+        model.params.replace(W9=np.zeros(3))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import pitsolve as ps
+from pitsolve.training import LocalObjective
 from pitsolve.training.local import LocalTraining
 from pitsolve.training.losses import loss_and_grad
 
@@ -21,9 +22,10 @@ def student():
     return ps.models.ShPLRNN(3, 8, seed=5)
 
 
-def trainer(data, start="trajectory", **kw):
-    alg = ps.Schwarz(windows=4, overlap=10, objective="local", **kw)
-    return LocalTraining(student(), data, FORCING, alg, ps.optim.Adam(lr=1e-2), {}, start=start)
+def trainer(data, start="trajectory", *, mu=1.0, sync="allreduce", **kw):
+    alg = ps.Schwarz(windows=4, overlap=10, **kw)
+    return LocalTraining(student(), data, FORCING, alg, ps.optim.Adam(lr=1e-2), {},
+                         objective=LocalObjective(mu=mu, sync=sync), start=start)
 
 
 @pytest.mark.parametrize("p", [0, 2, 3])
@@ -48,7 +50,7 @@ def test_local_gradient_matches_finite_differences(data, p):
 
 def test_windows_sum_to_the_global_loss_when_consistent(data):
     tr = trainer(data, mu=5.0)
-    loss = tr.step()  # the first step is evaluated at the consistent start
+    loss = tr.step().loss  # the first step is evaluated at the consistent start
     ref, _ = loss_and_grad(student(), data, forcing=FORCING, solver=ps.Sequential())
     assert loss == pytest.approx(ref, rel=1e-10)
     assert tr.loss() == pytest.approx(ref, rel=1e-10)
@@ -59,8 +61,8 @@ def test_local_training_reaches_the_global_loss(data):
     glob = ps.fit(student(), data, forcing=FORCING, solver=ps.Sequential(), optimizer=opt,
                   epochs=10, steps_per_epoch=20, seq_len=None)
     local = ps.fit(student(), data, forcing=FORCING, optimizer=opt, epochs=10,
-                   steps_per_epoch=20, seq_len=None,
-                   solver=ps.Schwarz(windows=4, overlap=10, objective="local", mu=0.1))
+                   steps_per_epoch=20, seq_len=None, solver=ps.Schwarz(windows=4, overlap=10),
+                   objective=LocalObjective(mu=0.1))
     g_loss, _ = loss_and_grad(glob.model, data, forcing=FORCING, solver=ps.Sequential())
     l_loss, _ = loss_and_grad(local.model, data, forcing=FORCING, solver=ps.Sequential())
     start, _ = loss_and_grad(student(), data, forcing=FORCING, solver=ps.Sequential())
@@ -73,9 +75,10 @@ def test_mismatch_shrinks_as_mu_grows(data):
     """From initial states on the data, μ pulls neighbouring windows together."""
     mismatch = []
     for mu in (0.01, 1.0, 100.0):
-        alg = ps.Schwarz(windows=4, overlap=10, objective="local", mu=mu)
+        alg = ps.Schwarz(windows=4, overlap=10)
         lr = ps.optim.ExponentialDecay(lr_start=1e-2, lr_end=1e-4, steps=200)
-        tr = LocalTraining(student(), data, FORCING, alg, ps.optim.Adam(lr=lr), {}, start="data")
+        tr = LocalTraining(student(), data, FORCING, alg, ps.optim.Adam(lr=lr), {},
+                           objective=LocalObjective(mu=mu), start="data")
         for _ in range(200):
             tr.step()
         mismatch.append(tr.mismatch())
@@ -120,11 +123,17 @@ def test_threads_engine_equals_serial(data):
 
 
 def test_fit_rejects_what_local_training_cannot_do(data):
-    alg = ps.Schwarz(windows=4, overlap=10, objective="local")
+    alg = ps.Schwarz(windows=4, overlap=10)
     with pytest.raises(ValueError, match="seq_len=None"):
-        ps.fit(student(), data, solver=alg, epochs=1)
+        ps.fit(student(), data, solver=alg, objective="local", epochs=1)
     with pytest.raises(ValueError, match="needs checkpoint=PATH"):
-        ps.fit(student(), data, solver=alg, epochs=1, seq_len=None, resume=True)
+        ps.fit(student(), data, solver=alg, objective="local", epochs=1, seq_len=None,
+               resume=True)
+    with pytest.raises(TypeError, match="Schwarz"):
+        ps.fit(student(), data, solver=ps.DEER(), objective="local", epochs=1, seq_len=None)
+    with pytest.raises(ValueError, match="regularization"):
+        ps.fit(student(), data, solver=alg, objective="local", epochs=1, seq_len=None,
+               regularization=ps.training.Regularization(latent=0.1))
 
 
 # -- checkpoints and exact resume ---------------------------------------------------------------
@@ -142,9 +151,9 @@ class Scores:
 
 
 def local_fit(data, *, engine="serial", sync="allreduce", epochs=5, **kw):
-    alg = ps.Schwarz(windows=4, overlap=10, objective="local", mu=0.5, sync=sync,
-                     inner=ps.DEER(), engine=engine, workers=2)
+    alg = ps.Schwarz(windows=4, overlap=10, inner=ps.DEER(), engine=engine, workers=2)
     opts = dict(forcing=ps.GTF(alpha="adaptive", update_every=2), solver=alg, seq_len=None,
+                objective=LocalObjective(mu=0.5, sync=sync),
                 optimizer=ps.optim.Adam(lr=1e-2), steps_per_epoch=3)
     return ps.fit(student(), data, epochs=epochs, **{**opts, **kw})
 
@@ -217,15 +226,16 @@ def test_a_checkpoint_resumes_only_the_training_that_wrote_it(data, tmp_path):
                           ({"overlap": 12}, "overlap=10 in the checkpoint but 12 now"),
                           ({"sync": "neighbour"}, "sync='allreduce' in the checkpoint"),
                           ({"mu": 1.0}, "mu=0.5 in the checkpoint but 1.0 now")]:
-        options = {"windows": 4, "overlap": 10, "objective": "local", "mu": 0.5, **change}
+        options = {"windows": 4, "overlap": 10, "mu": 0.5, "sync": "allreduce", **change}
+        objective = LocalObjective(mu=options.pop("mu"), sync=options.pop("sync"))
         with pytest.raises(ValueError, match=match):
-            local_fit(data, epochs=2, solver=ps.Schwarz(**options), checkpoint=path,
-                      resume=True)
+            local_fit(data, epochs=2, solver=ps.Schwarz(**options), objective=objective,
+                      checkpoint=path, resume=True)
     with pytest.raises(ValueError, match="different Schwarz configuration: T=599"):
         local_fit(data[:-1], epochs=2, checkpoint=path, resume=True)
     glob = dict(forcing=FORCING, seq_len=50, batch_size=2, steps_per_epoch=1)
-    with pytest.raises(ValueError, match=r"written by local-objective training \(Schwarz\("
-                                         r"objective='local', windows=4, overlap=10"):
+    with pytest.raises(ValueError, match=r"written by local-objective training \("
+                                         r"windows=4, overlap=10, sync='allreduce', mu=0.5\)"):
         ps.fit(student(), data, epochs=2, checkpoint=path, resume=True, **glob)
     ps.fit(student(), data, epochs=1, checkpoint=tmp_path / "g.npz", **glob)
     assert ps.training.load_checkpoint(tmp_path / "g.npz")[1]["objective"] == "global"
@@ -234,10 +244,29 @@ def test_a_checkpoint_resumes_only_the_training_that_wrote_it(data, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [({"objective": "both"}, "objective must be"), ({"sync": "gossip"}, "sync must be"),
-     ({"mu": -1.0}, "mu must be")],
+    ("kwargs", "match"), [({"sync": "gossip"}, "sync must be"), ({"mu": -1.0}, "mu must be")]
 )
 def test_invalid_training_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        ps.Schwarz(**kwargs)
+        LocalObjective(**kwargs)
+
+
+def test_unknown_objective_is_an_error(data):
+    with pytest.raises(ValueError, match="objective must be"):
+        ps.fit(student(), data, objective="both", epochs=1)
+
+
+def test_deprecated_schwarz_training_options_still_train(data):
+    """``Schwarz(objective="local", mu=..., sync=...)`` warns and trains exactly as
+    ``fit(..., objective=LocalObjective(mu=..., sync=...))``."""
+    opts = dict(forcing=FORCING, optimizer=ps.optim.Adam(lr=1e-2), epochs=2,
+                steps_per_epoch=2, seq_len=None)
+    with pytest.warns(DeprecationWarning, match="LocalObjective"):
+        old = ps.Schwarz(windows=4, overlap=10, objective="local", mu=0.3, sync="neighbour")
+    legacy = ps.fit(student(), data, solver=old, **opts)
+    new = ps.fit(student(), data, solver=ps.Schwarz(windows=4, overlap=10),
+                 objective=LocalObjective(mu=0.3, sync="neighbour"), **opts)
+    assert legacy.loss_history == new.loss_history
+    np.testing.assert_array_equal(legacy.model.params.flatten(), new.model.params.flatten())
+    with pytest.raises(ValueError, match="once"):
+        ps.fit(student(), data, solver=old, objective="local", **opts)

@@ -182,27 +182,22 @@ def _traced_solve(prob, alg):
         tracemalloc.stop()
 
 
-def test_peak_bytes_bounds_the_work_arrays_and_windows_make_them_independent_of_T():
-    """stats.peak_bytes = trajectory + (restart + 11) window-sized arrays, and that is what
-    NumPy actually allocates (traced); with a window the work part does not grow with T."""
+def test_windows_make_the_work_arrays_independent_of_T():
+    """With a window, what NumPy allocates beyond the trajectory (traced) does not grow with T,
+    and ``stats.peak_bytes`` counts it (see also tests/test_memory.py)."""
     D, restart, window = 96, 3, 100
     model = ps.models.Elman(D, 4, seed=0)
-    ps.solve(ps.RecurrenceProblem(model, np.zeros(D), np.ones((30, 4))), ps.NewtonKrylov())
     work = {}
     for T in (400, 800):
         x = np.random.default_rng(1).normal(size=(T, 4))
         prob = ps.RecurrenceProblem(model, np.zeros(D), inputs=x)
-        traj = T * D * 8
-        if T == 400:
-            whole, traced = _traced_solve(prob, ps.NewtonKrylov(restart=restart, max_bytes=None))
-            assert ps.is_successful(whole)
-            assert whole.stats.peak_bytes == traj + (restart + 11) * traj
-            assert 0.8 * whole.stats.peak_bytes <= traced <= 1.05 * whole.stats.peak_bytes
-        sol, traced = _traced_solve(prob, ps.NewtonKrylov(restart=restart, window=window))
+        alg = ps.NewtonKrylov(restart=restart, window=window)
+        for _ in range(2):  # compile, then measure the calls' temporaries (untraced)
+            ps.solve(prob, alg, rtol=1e-6)
+        sol, traced = _traced_solve(prob, alg)
         assert ps.is_successful(sol) and sol.stats["windows"] == T // window
-        assert sol.stats.peak_bytes == traj + (restart + 11) * window * D * 8
-        assert traced <= 1.05 * sol.stats.peak_bytes
-        work[T] = traced - traj
+        assert 0.9 * traced <= sol.stats.peak_bytes <= 1.1 * traced
+        work[T] = traced - T * D * 8
     # the traced work arrays are the same size at both T (within allocator noise)
     assert abs(work[800] - work[400]) <= 0.1 * work[400]
 

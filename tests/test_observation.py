@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import pitsolve as ps
+from pitsolve.models import Affine, Identity, ObservedModel, split_observed
 from pitsolve.testing import check_derivatives
-from pitsolve.training import Affine, Identity, ObservedModel, Regularization
+from pitsolve.training import Regularization
 from pitsolve.training.losses import forced_loss, latent_penalty
-from pitsolve.training.observation import split_observed
 
 SOLVERS = [ps.DEER(), ps.DEER(jacobian="diagonal"), ps.NewtonKrylov()]
 TIGHT = {"rtol": 1e-12, "atol": 1e-14, "maxiter": 200}

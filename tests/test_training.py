@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pitsolve as ps
-from pitsolve.training.forcing import ForcedModel, estimate_alpha, forcing_signal
+from pitsolve.models import ForcedModel
+from pitsolve.training.forcing import estimate_alpha, forcing_signal
 from pitsolve.training.losses import forced_problem
 
 SOLVERS = [ps.Sequential(), ps.DEER(), ps.DEER(jacobian="diagonal"), ps.NewtonKrylov(),

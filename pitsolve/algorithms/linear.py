@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..kernels import affine_scan
+import numpy as np
+
+from ..adjoint import ScanAdjoint
+from ..backends import BACKENDS
 from ..problems import LinearRecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register
-from .base import select_backend
+from ._memory import call_with_peak, kind_of_call
 from .sequential import Sequential
 
 __all__ = ["ParallelScan"]
 
-_BACKENDS = ("auto", "numba", "numpy", "cupy")
+_BACKENDS = ("auto", *BACKENDS)
 _METHODS = ("blocked", "logdepth")
 
 
@@ -54,31 +57,27 @@ class ParallelScan(Algorithm):
             raise ValueError(f"chunk_size must be None or an integer ≥ 1, got {self.chunk_size!r}")
 
 
-def scan_kernel(algorithm: Algorithm, backend: str) -> str:
-    """The kernel (see :data:`pitsolve.kernels.KERNELS`) that runs ``algorithm`` on ``backend``."""
-    if isinstance(algorithm, ParallelScan):
-        if algorithm.method == "logdepth":
-            return "logdepth"
-        return "numba" if backend == "numba" else "numpy"
-    return "numba-sequential" if backend == "numba" else "loop"
-
-
 class LinearSolve(SolverState):
-    """A single scan; done after one step."""
+    """A single scan on the solve's backend (``Sequential``: the backend's sequential loop);
+    done after one step."""
 
     def __init__(self, problem: LinearRecurrenceProblem, algorithm: Algorithm, controls: Controls):
         super().__init__(problem, algorithm, controls)
-        backend = select_backend(problem, getattr(algorithm, "backend", "auto"), controls.backend)
-        self.kernel = scan_kernel(algorithm, backend)
-        self.stats.extra["kernel"] = self.kernel
+        parallel = isinstance(algorithm, ParallelScan)
+        self.method = algorithm.method if parallel else "sequential"
+        self.chunk_size = algorithm.chunk_size if parallel else None
+        self.adjoint = ScanAdjoint(method=self.method, chunk_size=self.chunk_size)
 
     def step(self) -> None:
         p = self.problem
-        chunk = getattr(self.algorithm, "chunk_size", None)
-        self.states = affine_scan(p.A, p.b, p.h0, kernel=self.kernel, chunk_size=chunk)
+        rows = p.T * int(np.prod(p.batch_shape, dtype=np.int64))
+        self.states, nbytes = call_with_peak(
+            kind_of_call(f"scan:{self.method}", p, self.backend), rows,
+            lambda: self.backend.scan(p.A, p.b, p.h0, method=self.method,
+                                      chunk_size=self.chunk_size))
         self.stats.scans += 1
-        self.stats.peak_bytes = int(self.states.nbytes)
-        finite = bool(p.xp.isfinite(self.states).all())
+        self.stats.peak_bytes = int(nbytes)
+        finite = bool(self.xp.isfinite(self.states).all())
         self.retcode = ReturnCode.Success if finite else ReturnCode.NonFinite
         self.done = True
 

@@ -22,8 +22,11 @@ iterate). To bound this, the time axis is solved in consecutive *windows* of L s
 Newton–Krylov from the converged end state of the window before: exact by causality (the steps
 of a window depend only on earlier steps), and every step's residual meets the same tolerance
 as in a whole-trajectory solve. Work arrays are then O(L·D·restart), independent of T;
-L follows from ``max_bytes`` unless ``window`` sets it. GMRES is SciPy's on NumPy arrays and
-CuPy's on CuPy arrays.
+L follows from ``max_bytes`` unless ``window`` sets it. The operator is the
+:class:`~pitsolve.operators.TrajectoryJacobian` that the matrix-free adjoint
+(:class:`~pitsolve.adjoint.MatrixFreeAdjoint`, in the same windows) applies transposed, and
+GMRES is the backend's (:func:`pitsolve.kernels.krylov.gmres`: ``max_krylov`` counts inner
+iterations on every backend).
 """
 
 from __future__ import annotations
@@ -33,15 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels import affine_scan
-from ..models.base import linearize
+from ..adjoint import MatrixFreeAdjoint
+from ..backends import BACKENDS
+from ..operators import TrajectoryJacobian
 from ..problems import RecurrenceProblem
 from ..solve import Algorithm, Controls, register
-from .base import select_backend
-from .deer import NewtonState
+from .newton import NewtonState
 
 __all__ = ["NewtonKrylov"]
 
+_BACKENDS = ("auto", *BACKENDS)
 _FORCING = ("eisenstat-walker", "constant")
 _PRECONDITIONERS = ("diagonal-scan", "none")
 
@@ -82,9 +86,10 @@ class NewtonKrylov(Algorithm):
 
     Notes
     -----
-    ``stats.peak_bytes`` is the trajectory plus the estimate above for the longest window,
-    and ``stats["windows"]``, ``stats["window"]`` the number and length of the windows;
-    ``maxiter`` bounds the Newton iterations of each window.
+    ``stats.peak_bytes`` counts the trajectory and every array a Newton step holds (measured,
+    see ``pitsolve.algorithms._memory``), and ``stats["windows"]``, ``stats["window"]`` the
+    number and length of the windows; ``maxiter`` bounds the Newton iterations of each
+    window.
 
     Measured on the ``elman_256`` benchmark (D = 256, float64, rtol 1e-8, defaults;
     ``python benchmarks/deer.py --memory``; shared 2-core VM):
@@ -113,6 +118,8 @@ class NewtonKrylov(Algorithm):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}, got {self.backend!r}")
         if self.forcing not in _FORCING:
             raise ValueError(f"forcing must be one of {_FORCING}, got {self.forcing!r}")
         if self.preconditioner not in _PRECONDITIONERS:
@@ -150,29 +157,15 @@ class NewtonKrylov(Algorithm):
         return -(-T // windows)  # as many windows as needed, of (nearly) equal length
 
 
-def _gmres(xp: Any) -> Any:
-    if xp.__name__ == "cupy":  # pragma: no cover - needs a GPU
-        from cupyx.scipy.sparse.linalg import LinearOperator, gmres
-    else:
-        from scipy.sparse.linalg import LinearOperator, gmres
-    return LinearOperator, gmres
-
-
 class NewtonKrylovSolve(NewtonState):
     """State of a Newton–Krylov solve; see :class:`NewtonKrylov`."""
 
     def __init__(self, problem: RecurrenceProblem, algorithm: NewtonKrylov, controls: Controls):
         super().__init__(problem, algorithm, controls)
-        backend = select_backend(problem, algorithm.backend, controls.backend)
-        self.kernel = "numba" if backend == "numba" else "numpy"
+        self.adjoint = MatrixFreeAdjoint(window=self.window)
         self.reset_forcing()
         windows = -(-problem.T // self.window)
-        self.stats.extra.update(
-            kernel=self.kernel, adjoint="matrix-free", window=self.window, windows=windows
-        )
-        self.stats.peak_bytes = int(
-            self.h.nbytes + self.window * algorithm.work_bytes_per_step(problem)
-        )
+        self.stats.extra.update(window=self.window, windows=windows)
 
     def window_length(self) -> int:
         return self.algorithm.window_length(self.problem)
@@ -187,10 +180,12 @@ class NewtonKrylovSolve(NewtonState):
         model, start = self.model, self.start
         prev, x = self.previous(self.h, start), self.inputs(start)
         self.stats.function_evals += 1
+        rows = self.rows(prev.shape[-2])
         if self.algorithm.preconditioner == "diagonal-scan":
             self.stats.jacobian_evals += 1
-            return model.f_and_diagonal_jacobian(prev, x)
-        return model.f(prev, x), None
+            return self.measured("eval:diagonal", rows,
+                                 lambda: model.f_and_diagonal_jacobian(prev, x))
+        return self.measured("eval:none", rows, lambda: model.f(prev, x)), None
 
     def step(self) -> None:
         while True:
@@ -208,57 +203,27 @@ class NewtonKrylovSolve(NewtonState):
             d = None if d is None else d[..., first:, :]
         rhs = self.take_rhs(first)  # −r
         del f_prev
-        delta = self.newton_direction(rhs, d)
+        delta = self.measured("krylov", self.rows(rhs.shape[-2]),
+                              lambda: self.newton_direction(rhs, d), rhs, d)
         delta += self.segment(self.h)
         self.accept(delta)
 
     def newton_direction(self, rhs: Any, d: Any) -> Any:
         r"""δ with :math:`J_F\,\delta \approx` ``rhs`` (= −r) on the active segment, by GMRES to
         the relative tolerance η_k; ``d`` the diagonals of the preconditioner (or None)."""
-        xp, alg, model = self.xp, self.algorithm, self.model
-        start, stop = self.start, self.stop
-        shape, n, dtype = rhs.shape, rhs.size, rhs.dtype
-        # J_t for t in (start, stop): the first step's J multiplies v_0 = 0
-        lin = None
-        if stop - start > 1:
-            x = self.problem.inputs
-            x = None if x is None else x[..., start + 1 : stop, :]
-            self.stats.jacobian_evals += 1
-            lin = linearize(model, self.h[..., start : stop - 1, :], x)
-
-        def jvp_F(v: Any) -> Any:
-            v = v.reshape(shape)
-            out = xp.empty_like(v)
-            out[..., 0, :] = 0
-            if lin is not None:
-                lin.jvp(v[..., :-1, :], out=out[..., 1:, :])
-            self.stats.jvp_evals += 1
-            return xp.subtract(v, out, out=out).reshape(-1)
-
-        zero = xp.zeros(shape[:-2] + shape[-1:], dtype=dtype)
-
-        def precondition(y: Any) -> Any:
-            self.stats.scans += 1
-            out = affine_scan(d, y.reshape(shape), zero, kernel=self.kernel,
-                              chunk_size=alg.chunk_size)
-            return out.reshape(-1)
-
-        LinearOperator, gmres = _gmres(xp)
-        A = LinearOperator((n, n), matvec=jvp_F, dtype=dtype)
-        M = LinearOperator((n, n), matvec=precondition, dtype=dtype) if d is not None else None
-        eta = self.forcing(float(xp.linalg.norm(rhs)))
-        inner = [0]
-
-        def count(_: Any) -> None:
-            inner[0] += 1
-
-        maxiter = max(1, -(-alg.max_krylov // alg.restart))
-        delta, _ = gmres(
-            A, rhs.reshape(-1), rtol=eta, atol=0.0, restart=alg.restart, maxiter=maxiter, M=M,
-            callback=count, callback_type="pr_norm",
-        )
-        self.stats.krylov_iterations += inner[0]
-        return delta.reshape(shape).astype(dtype, copy=False)
+        alg = self.algorithm
+        x = self.inputs(self.start)
+        if self.stop - self.start > 1:
+            self.stats.jacobian_evals += 1  # the linearisation (J of the first step is unused)
+        op = TrajectoryJacobian(self.model, self.previous(self.h, self.start), x, self.backend,
+                                diagonal=d, chunk_size=alg.chunk_size)
+        eta = self.forcing(float(self.xp.linalg.norm(rhs)))
+        result = op.solve(rhs, rtol=eta, restart=alg.restart, maxiter=alg.max_krylov,
+                          precondition=d is not None)
+        self.stats.jvp_evals += op.products
+        self.stats.scans += op.scans
+        self.stats.krylov_iterations += result.iterations
+        return result.x.astype(rhs.dtype, copy=False)
 
     def forcing(self, norm: float) -> float:
         """The relative inner tolerance η_k (Eisenstat–Walker choice 2, safeguarded)."""

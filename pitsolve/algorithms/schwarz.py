@@ -27,6 +27,7 @@ window had to work, which changes no number.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register, solve
 from .sequential import Sequential
 
-__all__ = ["Schwarz"]
+__all__ = ["Schwarz", "engine_of"]
 
 _GATHER = ("all", "local")
 
@@ -63,23 +64,20 @@ class Schwarz(Algorithm):
         sweeps at most; default P (exact by causality). Fewer sweeps return ``MaxIters``
         unless no window had to work in the last one.
     engine
-        ``"serial"``, ``"threads"`` or ``"mpi"`` (or an :class:`~pitsolve.parallel.Engine`);
-        numbers do not depend on it.
+        ``"serial"``, ``"threads"`` or ``"mpi"``; numbers do not depend on it. A configured
+        engine (``MPIEngine(comm)``, a shared ``ThreadEngine``) is a live resource and goes
+        to :func:`~pitsolve.solve` as the control ``engine=``.
     workers
         threads of the ``"threads"`` engine (default: the CPU count).
-    comm
-        MPI communicator of the ``"mpi"`` engine (default ``MPI.COMM_WORLD``).
-    objective, mu, sync
-        training only (:func:`~pitsolve.fit`): ``"global"`` trains on the global forced
-        loss with this forward solve; ``"local"`` minimises each window's local objective
-        with its own initial state plus ``mu``/2 times the squared overlap mismatch, the
-        shared parameters kept equal by summing gradients (``sync="allreduce"``) or by
-        averaging copies with the neighbours (``sync="neighbour"``); see
-        :mod:`pitsolve.training.local`.
     gather
         ``"all"``: every process gets the whole trajectory (``sol.states`` of shape
         ``(..., T, D)``); ``"local"`` (MPI): each rank keeps the rows its windows own,
         ``sol.states[..., i, :]`` being row ``stats["schwarz"]["rows"][0] + i``.
+    comm, objective, mu, sync
+        deprecated (removed in the next release): ``comm`` → the solve control
+        ``engine=MPIEngine(comm)``; ``objective``, ``mu``, ``sync`` → ``fit(...,
+        objective=LocalObjective(mu=..., sync=...))`` (:mod:`pitsolve.training.objectives`).
+        An :class:`~pitsolve.parallel.Engine` instance as ``engine`` is deprecated likewise.
     """
 
     windows: int | Sequence[int] = 8
@@ -88,11 +86,11 @@ class Schwarz(Algorithm):
     max_sweeps: int | None = None
     engine: str | Engine = "serial"
     workers: int | None = None
-    comm: Any = None
     gather: str = "all"
-    objective: str = "global"
-    mu: float = 1.0
-    sync: str = "allreduce"
+    comm: Any = dataclasses.field(default=None, repr=False)
+    objective: str | None = dataclasses.field(default=None, repr=False)
+    mu: float | None = dataclasses.field(default=None, repr=False)
+    sync: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -117,16 +115,29 @@ class Schwarz(Algorithm):
             raise ValueError(
                 f"max_sweeps must be None or a positive integer, got {self.max_sweeps!r}"
             )
-        if not isinstance(self.engine, Engine) and self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES} or an Engine, got {self.engine!r}")
-        if self.objective not in ("global", "local"):
-            raise ValueError(f"objective must be 'global' or 'local', got {self.objective!r}")
-        if self.sync not in ("allreduce", "neighbour"):
-            raise ValueError(f"sync must be 'allreduce' or 'neighbour', got {self.sync!r}")
-        if isinstance(self.mu, bool) or not isinstance(self.mu, (int, float)) or not (
-            0 <= self.mu < float("inf")
-        ):
-            raise ValueError(f"mu must be a finite number ≥ 0, got {self.mu!r}")
+        if isinstance(self.engine, Engine) or self.comm is not None:
+            warnings.warn(
+                "Schwarz(engine=<Engine>) and Schwarz(comm=...) are deprecated: name the engine "
+                "(engine='mpi') and pass a configured one to solve as the control "
+                "engine=MPIEngine(comm)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+        elif self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        training = {k: getattr(self, k) for k in ("objective", "mu", "sync")}
+        if any(v is not None for v in training.values()):
+            warnings.warn(
+                "Schwarz(objective=..., mu=..., sync=...) are deprecated training options: use "
+                "fit(..., objective=ps.training.LocalObjective(mu=..., sync=...)) with "
+                "solver=Schwarz(...)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            if training["objective"] not in (None, "global", "local"):
+                raise ValueError(
+                    f"objective must be 'global' or 'local', got {training['objective']!r}"
+                )
         if self.gather not in _GATHER:
             raise ValueError(f"gather must be one of {_GATHER}, got {self.gather!r}")
 
@@ -150,8 +161,8 @@ class _Window:
     function_evals: int = 0
     last_work: int = 0  # the last sweep in which the window solved anything
     last_owned_change: int = 0  # ... in which one of its owned rows changed beyond tolerance
-    adjoint: str = "scan"
-    kernel: str = "numba"
+    adjoint: Any = None  # the inner solutions' adjoint rule
+    peak_bytes: int = 0  # the largest inner solve's
 
 
 class SchwarzSolve(SolverState):
@@ -160,7 +171,7 @@ class SchwarzSolve(SolverState):
     def __init__(self, problem: RecurrenceProblem, algorithm: Schwarz, controls: Controls):
         super().__init__(problem, algorithm, controls)
         self.partition = algorithm.partition(problem.T)
-        self.engine = make_engine(algorithm.engine, workers=algorithm.workers, comm=algorithm.comm)
+        self.engine = engine_of(algorithm, controls.engine)
         if algorithm.gather == "local" and self.engine.name != "mpi":
             raise ValueError("gather='local' is for engine='mpi'; other engines gather 'all'")
         self.local = self.engine.local(self.partition)
@@ -187,15 +198,15 @@ class SchwarzSolve(SolverState):
             atol=ctrl.atol,
             maxiter=ctrl.maxiter,
             h_init=guess,
-            backend=ctrl.backend,
+            backend=self.backend.name,
             freeze_converged=ctrl.freeze_converged,
         )
         w.solves += 1
         w.steps += length
         w.inner_iterations += sol.stats.iterations
         w.function_evals += sol.stats.function_evals
-        w.adjoint = sol.stats.extra.get("adjoint", "scan")
-        w.kernel = sol.stats.extra.get("kernel", "numba")
+        w.adjoint = sol.adjoint
+        w.peak_bytes = max(w.peak_bytes, sol.stats.peak_bytes)
         w.last_work = self.sweep
         if sol.retcode is not ReturnCode.Success:
             w.retcode = sol.retcode
@@ -226,7 +237,7 @@ class SchwarzSolve(SolverState):
         if h0 is None or self._close(h0, w.boundary):
             return
         w.boundary = h0
-        if not bool(self.problem.xp.isfinite(h0).all()):
+        if not bool(self.xp.isfinite(h0).all()):
             w.retcode = ReturnCode.NonFinite
             return
         states = w.states
@@ -247,7 +258,7 @@ class SchwarzSolve(SolverState):
                 return
 
     def _close(self, a: Any, b: Any) -> bool:
-        xp = self.problem.xp
+        xp = self.xp
         return bool(xp.all(xp.abs(a - b) <= self.atol + self.rtol * xp.abs(b)))
 
     # -- one sweep -------------------------------------------------------------------------
@@ -272,8 +283,14 @@ class SchwarzSolve(SolverState):
         if self.sweep >= self.sweep_limit or (quiet and self.in_process):
             self._finish(quiet)
 
+    def terminate(self) -> None:
+        """The callback stopped the solve: the windows' trajectories as they stand, with
+        ``Terminated`` (a collective under MPI: the callback must agree on every rank)."""
+        self._finish(False)
+        self.retcode = ReturnCode.Terminated
+
     def _finish(self, quiet: bool) -> None:
-        part, engine, prob = self.partition, self.engine, self.problem
+        part, engine = self.partition, self.engine
         with engine.guard():
             parts = {}
             for p in self.local:
@@ -284,7 +301,7 @@ class SchwarzSolve(SolverState):
             elif len(parts) == 1:
                 self.states = next(iter(parts.values()))  # a view: no copy for one window
             else:
-                self.states = prob.xp.concatenate([parts[p] for p in self.local], axis=-2)
+                self.states = self.xp.concatenate([parts[p] for p in self.local], axis=-2)
             codes = [w.retcode for _, w in sorted(self.windows.items())]
             bad = next((c for c in codes if c is not ReturnCode.Success), None)
             # two reductions at the end, identical on all ranks: the worst window, whether all
@@ -327,13 +344,17 @@ class SchwarzSolve(SolverState):
         solves, steps, inner_its, fevals, nbytes = (int(v) for v in totals)
         self.stats.iterations = max(last, 1)
         self.stats.function_evals = fevals
+        # the windows' trajectories, the gathered result, and the inner solves that run at
+        # once in this process (one at a time, or one per thread)
+        inner = sorted((w.peak_bytes for w in self.windows.values()), reverse=True)
+        concurrent = getattr(engine, "workers", 1) if engine.name == "threads" else 1
         self.stats.peak_bytes = int(
             sum(w.states.nbytes for w in self.windows.values())
             + (self.states.nbytes if self.algorithm.gather == "all" else 0)
+            + sum(inner[:concurrent])
         )
+        self.adjoint = w0.adjoint
         self.stats.extra.update(
-            adjoint=w0.adjoint,
-            kernel=w0.kernel,
             schwarz={
                 "windows": part.P,
                 "overlap": part.overlap,
@@ -360,6 +381,16 @@ class SchwarzSolve(SolverState):
             },
         )
         self.done = True
+
+
+def engine_of(algorithm: Schwarz, engine: Engine | None = None) -> Engine:
+    """The engine a solve with ``algorithm`` runs on: ``engine`` (the solve control) if given,
+    else one made from the algorithm's options."""
+    if engine is not None:
+        if not isinstance(engine, Engine):
+            raise TypeError(f"the engine control must be a pitsolve Engine, got {engine!r}")
+        return engine
+    return make_engine(algorithm.engine, workers=algorithm.workers, comm=algorithm.comm)
 
 
 register(RecurrenceProblem, Schwarz)(SchwarzSolve)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
+import numpy as np
+
+from ..adjoint import BPTTAdjoint, ScanAdjoint
+from ..backends import BACKENDS
 from ..models.base import step_loop
 from ..problems import RecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register
-from .base import select_backend
+from ._memory import call_with_peak, kind_of_call
 
 __all__ = ["Sequential"]
 
-_BACKENDS = ("auto", "numba", "numpy", "cupy")
+_BACKENDS = ("auto", *BACKENDS)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -20,7 +25,9 @@ class Sequential(Algorithm):
     """Step the recurrence one time step after another: O(T) depth, the reference.
 
     With the Numba backend (the default on NumPy arrays) built-in models run a compiled step
-    loop, so this is the baseline a user would write by hand, not a Python loop.
+    loop, so this is the baseline a user would write by hand, not a Python loop; their
+    gradients (``sol.vjp``) are then the compiled backward loop (BPTT). On the other
+    backends the gradient is one transposed scan of the Jacobians.
 
     Parameters
     ----------
@@ -42,20 +49,22 @@ class SequentialSolve(SolverState):
 
     def __init__(self, problem: RecurrenceProblem, algorithm: Sequential, controls: Controls):
         super().__init__(problem, algorithm, controls)
-        self.backend = select_backend(problem, algorithm.backend, controls.backend)
-        self.stats.extra["adjoint"] = "bptt" if self.backend == "numba" else "scan"
+        # a compiled backward loop where the forward loop is compiled; elsewhere the generic
+        # one is a Python loop over t, and one transposed scan of all Jacobians is faster
+        self.adjoint = BPTTAdjoint() if self.backend.compiled else ScanAdjoint()
 
     def step(self) -> None:
         p = self.problem
-        model = p.working_model()
-        if self.backend == "numba" and hasattr(model, "sequential"):
-            states = model.sequential(p.h0, p.inputs, p.T)
-        else:
-            states = step_loop(model, p.h0, p.inputs, p.T)
+        model = self.backend.bind(p.working_model())
+        # a duck-typed model without ``sequential``: the generic loop
+        sequential = getattr(model, "sequential", None) or functools.partial(step_loop, model)
+        rows = p.T * int(np.prod(p.batch_shape, dtype=np.int64))
+        states, nbytes = call_with_peak(kind_of_call("sequential", p, self.backend, model), rows,
+                                        lambda: sequential(p.h0, p.inputs, p.T))
         self.states = states
         self.stats.function_evals += 1
-        self.stats.peak_bytes = int(states.nbytes)
-        finite = bool(p.xp.isfinite(states).all())
+        self.stats.peak_bytes = int(nbytes)
+        finite = bool(self.xp.isfinite(states).all())
         self.retcode = ReturnCode.Success if finite else ReturnCode.NonFinite
         self.done = True
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backends import array_namespace, is_cupy_array
+from .._arrays import array_namespace, is_cupy_array
 from . import numpy_scan
 
 __all__ = ["KERNELS", "affine_scan", "affine_scan_transpose"]

@@ -42,7 +42,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..backends import array_namespace
+from .._arrays import array_namespace
 
 __all__ = ["lm_smoother"]
 
@@ -218,17 +218,21 @@ def _filter_covariances_compiled(F: np.ndarray, s2: float) -> np.ndarray:
     return P
 
 
-def lm_smoother(F: Any, c: Any, lam: float, *, scan: Any, scan_reverse: Any) -> Any:
+def lm_smoother(
+    F: Any, c: Any, lam: float, *, scan: Any, scan_reverse: Any, compiled: bool = False
+) -> Any:
     """The minimiser δ ``(B, T, D)`` of the damped least-squares problem above.
 
     ``scan(A, b, h0)`` and ``scan_reverse(A, g)`` are affine-scan kernels with the layout of
     :mod:`pitsolve.kernels.numpy_scan` (so the means use the fast compiled scans).
+    ``compiled`` (NumPy arrays only) takes the covariances from the compiled Riccati
+    recursion and solves the SPD systems by compiled Cholesky factorisations; otherwise the
+    log-depth scan and the array namespace's solves, which run on any device.
     """
     xp = array_namespace(F, c)
     B, _, D = c.shape
     dense = F.ndim == 4
     s2 = 1.0 / lam
-    compiled = xp is np and F.dtype.kind == "f"
     # every matrix solved below (P⁻, P⁻ + σ²I) is symmetric positive definite: Cholesky
     ops = _Ops(xp, dense, D, c.dtype, spd_solve=_spd_solve if compiled else None)
     if compiled:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backends import array_namespace
+from .._arrays import array_namespace
 
 __all__ = [
     "reverse_as_forward",

@@ -8,10 +8,11 @@ For a guess :math:`h` and :math:`f_t = f(h_{t-1})`, per batch element b and step
     q_{b,t} = \frac{e_{b,t}}{\mathrm{atol} + \mathrm{rtol}\,\|h_{b,t}\|_\infty}.
 
 :func:`residual_norms` returns :math:`\max_t e_{b,t}`, :math:`\max_t q_{b,t}` and the first t at
-which any batch element has :math:`q_{b,t} > 1` (the end of the converged prefix). The NumPy
-version is the reference; the Numba version fuses the passes (the test runs every iteration,
-so on a CPU it is worth one pass instead of six), runs in parallel over chunks of steps and
-is branch-free, so that it vectorises (NaN is tracked on the side).
+which any batch element has :math:`q_{b,t} > 1` (the end of the converged prefix).
+:func:`residual_norms_xp` (any array namespace) is the reference; :func:`residual_norms`, for
+NumPy arrays, fuses the passes (the test runs every iteration, so on a CPU it is worth one
+pass instead of six), runs in parallel over chunks of steps and is branch-free, so that it
+vectorises (NaN is tracked on the side). A :class:`~pitsolve.backends.Backend` chooses one.
 """
 
 from __future__ import annotations
@@ -21,13 +22,19 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..backends import array_namespace
+from .._arrays import array_namespace
 
-__all__ = ["residual_norms"]
+__all__ = ["residual_norms", "residual_norms_xp"]
 
 
-def _residual_norms_xp(h: Any, f: Any, atol: float, rtol: float) -> tuple[Any, Any, int]:
+def residual_norms_xp(
+    h: Any, f: Any, atol: float, rtol: float, out: Any = None
+) -> tuple[Any, Any, int]:
+    """:func:`residual_norms` written against the array namespace of ``h`` (NumPy or CuPy):
+    the reference, several passes."""
     xp = array_namespace(h, f)
+    if out is not None:
+        xp.subtract(f, h, out=out)
     rn = xp.abs(h - f).max(axis=-1)
     ratio = rn / (atol + rtol * xp.abs(h).max(axis=-1))
     bad = (~(ratio <= 1)).reshape(-1, ratio.shape[-1]).any(axis=0)  # NaN counts as bad
@@ -109,15 +116,13 @@ def _residual_kernel_serial(h, f, atol, rtol, err, q, first, out):  # pragma: no
 def residual_norms(
     h: Any, f: Any, atol: float, rtol: float, out: Any = None
 ) -> tuple[Any, Any, int]:
-    """``(max_t e, max_t q, first bad t)`` for arrays ``(..., T, D)``; the first two have the
-    batch shape ``...`` and NaN propagates into them. With ``out`` (an array like ``h``)
+    """``(max_t e, max_t q, first bad t)`` for NumPy arrays ``(..., T, D)``; the first two have
+    the batch shape ``...`` and NaN propagates into them. With ``out`` (an array like ``h``)
     the negative residual ``f - h`` (the right-hand side of the Newton step) is written
-    there in the same pass."""
-    fused = out is None or (isinstance(out, np.ndarray) and out.flags.c_contiguous)
-    if array_namespace(h, f) is not np or h.shape[-2] < 1024 or not fused:
-        if out is not None:
-            array_namespace(h, f).subtract(f, h, out=out)
-        return _residual_norms_xp(h, f, atol, rtol)
+    there in the same pass. Short series (under 1024 steps, where a parallel launch costs
+    more than it saves) and a non-contiguous ``out`` take :func:`residual_norms_xp`."""
+    if h.shape[-2] < 1024 or not (out is None or out.flags.c_contiguous):
+        return residual_norms_xp(h, f, atol, rtol, out)
     batch = h.shape[:-2]
     hb = np.ascontiguousarray(h.reshape(-1, *h.shape[-2:]))
     fb = np.ascontiguousarray(f.reshape(-1, *f.shape[-2:]))

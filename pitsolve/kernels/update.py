@@ -7,7 +7,8 @@ temporaries of the trajectory's size per iteration; the Numba versions here are 
 each, in parallel over chunks of steps, branch-free (so that they vectorise), and allocate
 nothing (on the 2-core benchmark machine a fresh page costs ~3 µs). Finiteness of a
 contiguous array is counted on the bit patterns (exponent all ones), integer work only. The
-NumPy versions are the reference and serve CuPy arrays.
+``*_xp`` versions, written against the array namespace, are the reference and serve CuPy
+arrays; a :class:`~pitsolve.backends.Backend` chooses one of each pair.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..backends import array_namespace
+from .._arrays import array_namespace
 
-__all__ = ["all_finite", "apply_step", "step_size"]
+__all__ = ["all_finite", "all_finite_xp", "apply_step", "apply_step_xp", "step_size",
+           "step_size_xp"]
 
 
 #: Elements per parallel task of the reductions (and below which they run serially).
@@ -101,21 +103,27 @@ def _steps(x, y, add, finite, step, size):  # pragma: no cover - jitted
         )
 
 
-def _step_norms(x: Any, y: Any, add: bool) -> tuple[bool, float, float]:
-    """:func:`_step_range` over arrays of one shape ``(..., T, D)``."""
-    if _numba_ok(x, y) and x.ndim in (2, 3) and x.shape == y.shape:
-        if x.ndim == 2:
-            x, y = x[None], y[None]
-        if not add and not x.flags.writeable:  # (one kernel for both modes writes to x)
-            x = x.copy()
-        B, T, D = x.shape
-        tasks = B * -(-T // max(1, _CHUNK // D))
-        finite = np.empty(tasks, dtype=np.bool_)
-        step, size = np.empty(tasks), np.empty(tasks)
-        _steps(x, y, add, finite, step, size)
-        if not finite.all():
-            return False, float("inf"), float("inf")
-        return True, float(step.max()), float(size.max())
+def _step_norms(x: np.ndarray, y: np.ndarray, add: bool) -> tuple[bool, float, float]:
+    """:func:`_step_range` over NumPy arrays of one shape ``(..., T, D)`` (others: the
+    reference)."""
+    if x.ndim not in (2, 3) or x.shape != y.shape:
+        return _step_norms_xp(x, y, add)
+    if x.ndim == 2:
+        x, y = x[None], y[None]
+    if not add and not x.flags.writeable:  # (one kernel for both modes writes to x)
+        x = x.copy()
+    B, T, D = x.shape
+    tasks = B * -(-T // max(1, _CHUNK // D))
+    finite = np.empty(tasks, dtype=np.bool_)
+    step, size = np.empty(tasks), np.empty(tasks)
+    _steps(x, y, add, finite, step, size)
+    if not finite.all():
+        return False, float("inf"), float("inf")
+    return True, float(step.max()), float(size.max())
+
+
+def _step_norms_xp(x: Any, y: Any, add: bool) -> tuple[bool, float, float]:
+    """:func:`_step_range` written against the array namespace (the reference)."""
     xp = array_namespace(x, y)
     if add:
         x += y
@@ -128,25 +136,36 @@ def _step_norms(x: Any, y: Any, add: bool) -> tuple[bool, float, float]:
 
 
 def apply_step(h: Any, delta: Any) -> tuple[bool, float, float]:
-    """``h += delta`` in place, for arrays of one shape ``(..., T, D)``; returns ``(all
+    """``h += delta`` in place, for NumPy arrays of one shape ``(..., T, D)``; returns ``(all
     finite, max |delta|, max |h + delta|)`` (the norms meaningless (inf) when not finite;
     ``h`` is then updated all the same, and the caller restores it)."""
     return _step_norms(h, delta, True)
 
 
-def _numba_ok(*arrays: Any) -> bool:
-    return all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in arrays)
+def apply_step_xp(h: Any, delta: Any) -> tuple[bool, float, float]:
+    """:func:`apply_step` for arrays of any namespace (the reference)."""
+    return _step_norms_xp(h, delta, True)
 
 
-def all_finite(x: Any) -> bool:
-    """True if every entry of ``x`` is finite."""
-    if _numba_ok(x) and x.flags.c_contiguous and x.dtype in _BITS:
+def all_finite(x: np.ndarray) -> bool:
+    """True if every entry of the NumPy array ``x`` is finite (one pass over the bit patterns
+    of a contiguous float32/float64 array)."""
+    if x.flags.c_contiguous and x.dtype in _BITS:
         return _nonfinite(x) == 0
-    xp = array_namespace(x)
-    return bool(xp.isfinite(x).all())
+    return all_finite_xp(x)
+
+
+def all_finite_xp(x: Any) -> bool:
+    """:func:`all_finite` for arrays of any namespace (the reference)."""
+    return bool(array_namespace(x).isfinite(x).all())
 
 
 def step_size(new: Any, old: Any) -> tuple[bool, float, float]:
-    """``(all finite, max |new - old|, max |new|)`` for arrays of one shape ``(..., T, D)``;
-    the norms are meaningless (inf) when not all of ``new`` is finite."""
+    """``(all finite, max |new - old|, max |new|)`` for NumPy arrays of one shape
+    ``(..., T, D)``; the norms are meaningless (inf) when not all of ``new`` is finite."""
     return _step_norms(new, old, False)
+
+
+def step_size_xp(new: Any, old: Any) -> tuple[bool, float, float]:
+    """:func:`step_size` for arrays of any namespace (the reference)."""
+    return _step_norms_xp(new, old, False)

@@ -21,6 +21,12 @@ method                    computes                                             s
 ``x`` is ``None`` for models without inputs. ``jacobian_structure`` declares whether
 ``jacobian`` returns dense matrices or diagonals. Everything is written against the array
 namespace of ``h`` (NumPy or CuPy), so one implementation serves CPU and GPU.
+
+A solve binds the model to its backend (:meth:`Model.on`); the backend, never the type of an
+array, decides whether a built-in model evaluates with its compiled kernels (the Numba
+backend) or with the array-namespace code. What training needs of a model is part of the
+protocol too: :meth:`Model.config` (what rebuilds it from its parameters, for checkpoints)
+and :meth:`Model.regularization_target` (the parameters a regulariser pulls towards).
 """
 
 from __future__ import annotations
@@ -31,10 +37,20 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._arrays import array_namespace
 from .._validation import as_float_array
-from ..backends import array_namespace
+from ..backends import Backend, for_arrays, get_backend
+from ._loops import bptt_shapes, run_loop, run_loop_bptt, sum_to
 
-__all__ = ["Linearization", "Model", "Parametrized", "Params", "linearize", "step_loop"]
+__all__ = [
+    "Linearization",
+    "Model",
+    "Parametrized",
+    "Params",
+    "bptt_shapes",
+    "linearize",
+    "step_loop",
+]
 
 
 class Params(Mapping):
@@ -72,10 +88,21 @@ class Params(Mapping):
         return np.result_type(*[v.dtype for v in self._arrays.values()])
 
     def replace(self, **arrays: Any) -> Params:
-        """A copy with some arrays replaced (same names and shapes required)."""
+        """A copy with some arrays replaced (same names and shapes required).
+
+        Raises
+        ------
+        TypeError
+            For a name that is not a parameter (the message lists the valid ones).
+        ValueError
+            For an array of another shape.
+        """
+        unknown = sorted(set(arrays) - set(self._arrays))
+        if unknown:
+            raise TypeError(
+                f"unknown parameter(s) {unknown}; the parameters are {list(self._arrays)}"
+            )
         for k, v in arrays.items():
-            if k not in self._arrays:
-                raise KeyError(f"unknown parameter {k!r}; parameters are {list(self._arrays)}")
             shape = getattr(v, "shape", np.shape(v))
             if tuple(shape) != tuple(self._arrays[k].shape):
                 raise ValueError(
@@ -150,32 +177,15 @@ class Parametrized:
         return self._derived[name]
 
 
-def bptt_shapes(D: int, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[int, tuple]:
-    """``(T, lead)`` of the arguments of :meth:`Model.bptt`, checked: states and g
-    ``(..., T, D)``, h0 ``(..., D)``, inputs ``(..., T' ≥ T, N_x)`` or None; ``lead`` is
-    their broadcast batch shape. Raises ValueError naming the argument otherwise."""
-    if states.ndim < 2 or states.shape[-1] != D:
-        raise ValueError(f"states must have shape (..., T, {D}), got {states.shape}")
-    T = states.shape[-2]
-    if g.shape[-2:] != states.shape[-2:]:
-        raise ValueError(f"g must have shape (..., {T}, {D}), got {g.shape}")
-    if h0.ndim < 1 or h0.shape[-1] != D:
-        raise ValueError(f"h0 must have shape (..., {D}), got {h0.shape}")
-    shapes = [states.shape[:-2], g.shape[:-2], h0.shape[:-1]]
-    if inputs is not None:
-        if inputs.ndim < 2 or inputs.shape[-2] < T:
-            raise ValueError(f"inputs must have shape (..., T≥{T}, N_x), got {inputs.shape}")
-        shapes.append(inputs.shape[:-2])
-    return T, tuple(np.broadcast_shapes(*shapes))
-
-
 class Model(Parametrized):
     """Base class of models. Subclasses set ``params`` and implement the protocol.
 
     Required: ``f``, ``jacobian``, ``vjp_params`` (and ``vjp_inputs`` if the model has
     inputs). ``jvp``, ``vjp_h`` and ``diagonal_jacobian`` default to forms built from
     ``jacobian`` (O(D²) memory per step); built-in models override them with matrix-free forms.
-    ``sequential`` defaults to a Python loop; built-in models override it with a Numba loop.
+    ``sequential`` and ``bptt`` default to Python loops over time; a model with compiled loops
+    implements the hooks ``_loop`` and ``_loop_bptt`` (see ``pitsolve.models._loops``), which
+    they call on a backend that runs compiled kernels.
 
     Attributes
     ----------
@@ -192,6 +202,10 @@ class Model(Parametrized):
 
     jacobian_structure: ClassVar[str] = "dense"
     is_affine: ClassVar[bool] = False
+    #: the compiled-loop hooks (None: the generic loops); see ``pitsolve.models._loops``
+    _loop: Any = None
+    _loop_bptt: Any = None
+    _backend: Backend | None = None
 
     def __init__(self, params: Params, *, state_dim: int, input_dim: int = 0):
         self._params = params
@@ -201,6 +215,53 @@ class Model(Parametrized):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(state_dim={self.state_dim}, input_dim={self.input_dim})"
+
+    # -- the backend --------------------------------------------------------------------------
+    def on(self, backend: str | Backend) -> Any:
+        """The same model computing on ``backend`` (a :class:`~pitsolve.backends.Backend` or
+        its name): on ``"numba"`` built-in models evaluate with their compiled kernels, on
+        ``"numpy"`` and ``"cupy"`` with the array-namespace code. A solve binds its model
+        this way; an unbound model uses the default backend of the arrays it is given.
+        Parameters and cached quantities are shared with this model."""
+        new = copy.copy(self)
+        new._backend = get_backend(backend)
+        return new
+
+    @property
+    def backend(self) -> Backend | None:
+        """The backend set by :meth:`on` (None: the default of each call's arrays)."""
+        return self._backend
+
+    def _backend_for(self, *arrays: Any) -> Backend:
+        """The backend this model computes with for ``arrays``."""
+        return self._backend if self._backend is not None else for_arrays(*arrays)
+
+    # -- what training needs --------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The constructor's keywords other than the arrays (sizes, options), JSON-able:
+        ``type(model).from_config(model.config(), model.params)`` rebuilds the model, which is
+        how checkpoints store it.
+
+        Raises
+        ------
+        NotImplementedError
+            For a model that does not describe itself (the built-in ones do).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not describe its configuration (config()), so it "
+            "cannot be saved and rebuilt"
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
+        """The model with keywords ``config`` (from :meth:`config`) and parameters ``params``."""
+        return cls(**config, params=params)
+
+    def regularization_target(self) -> Params:
+        r""":math:`\theta^\star`, the parameters a regulariser
+        :math:`\lambda\sum_k\|\theta_k - \theta_k^\star\|^2` pulls towards: zero by default
+        (weight decay); models override it (the shPLRNN family: :math:`a^\star = 1`)."""
+        return self.params.map(lambda v: array_namespace(v).zeros_like(v))
 
     # -- the protocol -----------------------------------------------------------------------
     def f(self, h: Any, x: Any = None) -> Any:  # pragma: no cover - abstract
@@ -258,8 +319,11 @@ class Model(Parametrized):
         return Linearization(self, h, x)
 
     def sequential(self, h0: Any, inputs: Any, T: int) -> Any:
-        """The trajectory ``(..., T, D)`` by stepping f (built-in models compile this loop)."""
-        return step_loop(self, h0, inputs, T)
+        """The trajectory ``(..., T, D)`` by stepping f: the compiled loop of a built-in model
+        on the Numba backend (computed in the dtype of ``h0``), else a Python loop over t,
+        vectorised over the batch."""
+        out = run_loop(self, h0, inputs, T)
+        return step_loop(self, h0, inputs, T) if out is None else out
 
     def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
         r"""Backpropagation through time: the gradients of a loss L of the trajectory.
@@ -293,20 +357,17 @@ class Model(Parametrized):
 
         Notes
         -----
-        This default is a Python loop over t of the model's ``vjp_h``, ``vjp_params`` and
-        ``vjp_inputs``, vectorised over the batch axes, so it is correct for any model;
-        built-in models override it with compiled loops on NumPy arrays.
+        A built-in model on the Numba backend runs its compiled backward loop; otherwise this
+        is a Python loop over t of the model's ``vjp_h``, ``vjp_params`` and ``vjp_inputs``,
+        vectorised over the batch axes, correct for any model.
         """
+        compiled = run_loop_bptt(self, h0, inputs, states, g)
+        if compiled is not None:
+            return compiled
         xp = array_namespace(h0, inputs, states, g)
         dtype = states.dtype
         D = self.state_dim
         T, lead = bptt_shapes(D, h0, inputs, states, g)
-
-        def sum_to(a: Any, shape: tuple[int, ...]) -> Any:
-            """``a`` summed over the axes along which ``shape`` was broadcast to ``a.shape``."""
-            a = a.sum(axis=tuple(range(a.ndim - len(shape)))) if a.ndim > len(shape) else a
-            axes = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
-            return a.sum(axis=axes, keepdims=True) if axes else a
 
         S = xp.broadcast_to(states.astype(dtype, copy=False), (*lead, T, D))
         G = xp.broadcast_to(g.astype(dtype, copy=False), (*lead, T, D))

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import array_namespace
 from .._validation import as_float_array
-from ..backends import array_namespace
-from ..models.base import Model, Parametrized, Params
+from .base import Model, Parametrized, Params
 
 __all__ = ["Affine", "Identity", "ObservationModel", "ObservedModel", "split_observed"]
 
@@ -54,6 +54,15 @@ class ObservationModel(Parametrized):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's keywords other than the arrays (see :meth:`Model.config`)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
+        """The observation model with keywords ``config`` and parameters ``params``."""
+        return cls(**config, **params)
 
     def check(self, observed: int, latent: int) -> None:
         """Raise ``ValueError`` unless N = ``observed`` dimensions fit M = ``latent`` units."""
@@ -179,6 +188,9 @@ class Affine(ObservationModel):
         N, M = self.params["B"].shape
         return f"Affine(observed={N}, latent={M}, dtype={self.dtype})"
 
+    def config(self) -> dict[str, Any]:
+        return {"differentiate_forcing": self.differentiate_forcing}
+
     def check(self, observed: int, latent: int) -> None:
         if tuple(self.params["B"].shape) != (observed, latent):
             raise ValueError(
@@ -279,9 +291,11 @@ class ObservedModel(Model):
         if params is not None and list(params) != list(self.params):
             raise ValueError(f"params must have the names {list(self.params)}")
         merged: Mapping[str, Any] = {**(self.params if params is None else params), **arrays}
-        for k in arrays:
-            if k not in self.params:
-                raise KeyError(f"unknown parameter {k!r}; parameters are {list(self.params)}")
+        unknown = sorted(set(arrays) - set(self.params))
+        if unknown:
+            raise TypeError(
+                f"unknown parameter(s) {unknown}; the parameters are {list(self.params)}"
+            )
         latent = {k: merged[k] for k in self.latent.params}
         obs = {k: merged[PREFIX + k] for k in self.observation.params}
         return ObservedModel(self.latent.replace(Params(latent)),
@@ -289,6 +303,27 @@ class ObservedModel(Model):
 
     def astype(self, dtype: Any) -> ObservedModel:
         return ObservedModel(self.latent.astype(dtype), self.observation.astype(dtype))
+
+    def on(self, backend: Any) -> ObservedModel:
+        """The latent model on ``backend`` (see :meth:`Model.on`), observed alike."""
+        return ObservedModel(self.latent.on(backend), self.observation)
+
+    @property
+    def backend(self) -> Any:
+        return self.latent.backend
+
+    def _backend_for(self, *arrays: Any) -> Any:
+        return self.latent._backend_for(*arrays)
+
+    def config(self) -> dict[str, Any]:
+        """The latent model's and the observation model's configurations."""
+        return {"latent": {"model": type(self.latent).__name__, **self.latent.config()},
+                "observation": {"model": type(self.observation).__name__,
+                                **self.observation.config()}}
+
+    def regularization_target(self) -> Params:
+        """The latent model's target, and zero for the observation's parameters."""
+        return self.with_latent_params(self.latent.regularization_target())
 
     def observe(self, z: Any, observed: int | None = None) -> Any:
         """:math:`\\hat x = O(z)` (``observed`` = N is needed by :class:`Identity` only)."""

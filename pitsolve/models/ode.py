@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import array_namespace
 from .._validation import check_positive_int
-from ..backends import array_namespace
-from ._shared import _arrays, _bptt_arrays, _bptt_result, _compute_dtype, _sequential_setup
+from . import _ode_numba
+from ._shared import _arrays, _compute_dtype
 from .base import Model, Parametrized, Params
 
 __all__ = ["Lorenz63", "ODEStep", "VectorField"]
@@ -180,12 +181,10 @@ class Lorenz63(VectorField):
         )
 
     def _rk4_sequential(self, h0: np.ndarray, T: int, dt: float) -> np.ndarray | None:
-        from . import _rnn_numba
-
         t = h0.dtype.type
         p = _arrays(self, np, h0.dtype)
         out = np.empty((h0.shape[0], T, 3), dtype=h0.dtype)
-        _rnn_numba.lorenz63_rk4(
+        _ode_numba.lorenz63_rk4(
             h0,
             out,
             t(p["sigma"]),
@@ -201,13 +200,11 @@ class Lorenz63(VectorField):
     def _rk4_bptt(
         self, h0: np.ndarray, states: np.ndarray, g: np.ndarray, dt: float
     ) -> tuple[Params, np.ndarray]:
-        from . import _rnn_numba
-
         t = states.dtype.type
         p = _arrays(self, np, states.dtype)
         grads = np.zeros(3, dtype=states.dtype)
         h0_bar = np.zeros_like(h0)
-        _rnn_numba.lorenz63_rk4_bptt(
+        _ode_numba.lorenz63_rk4_bptt(
             h0,
             states,
             g,
@@ -374,27 +371,23 @@ class ODEStep(Model):
             total = total.map(lambda a, b: a + b, vjp(p, k))
         return total
 
-    def sequential(self, h0: Any, inputs: Any, T: int) -> Any:
-        """The trajectory ``(..., T, D)``; compiled for fields that provide a loop."""
-        xp = array_namespace(h0, inputs)
-        if xp is np:
-            H0, _, lead = _sequential_setup(self, h0, inputs, T)
-            out = self.field._rk4_sequential(H0, int(T), self.dt)
-            if out is not None:
-                return out.reshape(*lead, T, self.state_dim)
-        return super().sequential(h0, inputs, T)
+    # -- compiled loops (the hooks of pitsolve.models._loops) ---------------------------------
+    def _loop(self, H0: np.ndarray, X: Any, Z: Any, A: Any, T: int) -> np.ndarray | None:
+        """The compiled RK4 loop of fields that provide one (:class:`Lorenz63`), else None."""
+        self._no_inputs(X)
+        if Z is not None:
+            return None
+        return self.field._rk4_sequential(H0, T, self.dt)
 
-    def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
-        r"""Backpropagation through time (see :meth:`Model.bptt`): a compiled backward loop for
-        fields that provide one (:class:`Lorenz63`: the stages recomputed from
-        :math:`h_{t-1}`, the cotangent taken back through them as in :meth:`vjp_h`), else
-        the generic method. ``inputs`` must be None (the model is autonomous)."""
-        flat = _bptt_arrays(self, h0, inputs, states, g)
-        if flat is not None:
-            H0, X, S, G, lead = flat
-            self._no_inputs(X)
-            res = self.field._rk4_bptt(H0, S, G, self.dt)
-            if res is not None:
-                x_bar = None if X is None else np.zeros(X.shape, S.dtype)
-                return _bptt_result(res[0], res[1], x_bar, lead, h0, inputs)
-        return super().bptt(h0, inputs, states, g)
+    def _loop_bptt(self, H0: np.ndarray, X: Any, S: np.ndarray, G: np.ndarray, Z: Any,
+                   A: Any) -> tuple[Params, np.ndarray, Any, None, None] | None:
+        r"""The compiled backward loop of fields that provide one (:class:`Lorenz63`: the
+        stages recomputed from :math:`h_{t-1}`, the cotangent taken back through them as in
+        :meth:`vjp_h`), else None."""
+        self._no_inputs(X)
+        if Z is not None:
+            return None
+        res = self.field._rk4_bptt(H0, S, G, self.dt)
+        if res is None:
+            return None
+        return res[0], res[1], None, None, None

@@ -18,22 +18,20 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import array_namespace
 from .._validation import check_positive_int
-from ..backends import array_namespace
+from . import _rnn_numba
+from ._loops import check_inputs
 from ._shared import (
     _arrays,
-    _bptt_arrays,
-    _bptt_result,
     _broadcast_lead,
     _check_dtype,
     _check_inputs_count,
-    _check_x,
     _compute_dtype,
     _derived,
     _given_params,
     _lead_sum,
     _outer_sum,
-    _sequential_setup,
     _sigmoid,
 )
 from .base import Model, Params
@@ -126,6 +124,10 @@ class LinearSSM(Model):
         self.readout_hidden = H
         self.output_dim = Ny
 
+    def config(self) -> dict[str, Any]:
+        return {"state": self.state_dim, "inputs": self.input_dim,
+                "readout_hidden": self.readout_hidden, "outputs": self.output_dim}
+
     def __repr__(self) -> str:
         return (
             f"LinearSSM(state_dim={self.state_dim}, input_dim={self.input_dim}, "
@@ -143,7 +145,7 @@ class LinearSSM(Model):
         return xp, _sigmoid(xp, q[..., :D] + bl), q[..., D:]
 
     def _lam(self, h: Any, x: Any) -> tuple[Any, Any, Any]:
-        x = _check_x(self, x)
+        x = check_inputs(self, x)
         xp, lam, Bx = self._proj(x, _compute_dtype(h, x))
         return xp, lam, Bx
 
@@ -236,38 +238,31 @@ class LinearSSM(Model):
         out |= self._zeros(xp, g.dtype, _DYNAMICS)
         return Params({k: out[k] for k in self.params})
 
-    # -- sequential ----------------------------------------------------------------------------
-    def sequential(self, h0: Any, inputs: Any, T: int) -> Any:
-        """The trajectory ``(..., T, D)``; a compiled loop on NumPy arrays (dtype of ``h0``)."""
-        xp = array_namespace(h0, inputs)
-        if xp is not np:
-            return super().sequential(h0, inputs, T)
-        from . import _rnn_numba
-
-        H0, X, lead = _sequential_setup(self, h0, inputs, T)
+    # -- compiled loops (the hooks of pitsolve.models._loops) ---------------------------------
+    def _loop(self, H0: np.ndarray, X: Any, Z: Any, A: Any, T: int) -> np.ndarray | None:
+        """The compiled loop over t in the dtype of ``H0`` (no compiled forced loop: None)."""
+        if Z is not None:
+            return None
         dtype = H0.dtype
         WB = _derived(self, "WB", np, dtype, lambda p: np.concatenate([p["Wl"], p["B"]], axis=0))
         pre = np.matmul(X, WB.T)
         out = np.empty((H0.shape[0], T, self.state_dim), dtype=dtype)
         _rnn_numba.ssm_loop(pre, _arrays(self, np, dtype)["bl"], H0, out)
-        return out.reshape(*lead, T, self.state_dim)
+        return out
 
-    def bptt(self, h0: Any, inputs: Any, states: Any, g: Any) -> tuple[Params, Any, Any]:
-        r"""Backpropagation through time of the dynamics (see :meth:`Model.bptt`), compiled.
+    def _loop_bptt(self, H0: np.ndarray, X: Any, S: np.ndarray, G: np.ndarray, Z: Any,
+                   A: Any) -> tuple[Params, np.ndarray, np.ndarray, None, None] | None:
+        r"""The compiled backward loop of the dynamics (see :meth:`Model.bptt`).
 
         :math:`W_\lambda x_t` for all t by one BLAS product, then one backward loop:
         :math:`\lambda_t` from it, :math:`J_t^\top u = \lambda_t \odot u`, the cotangents of
         :math:`W_\lambda, b_\lambda, B` accumulated in place, ``inputs_bar`` per step. The
         readout parameters get zeros (add :meth:`readout_vjp_params` for a loss on y).
-        Computes in the dtype of ``states``; non-NumPy arrays take the generic method.
+        No compiled forced loop (None).
         """
-        flat = _bptt_arrays(self, h0, inputs, states, g)
-        if flat is None:
-            return super().bptt(h0, inputs, states, g)
-        H0, X, S, G, lead = flat
-        X = _check_x(self, X)
-        from . import _rnn_numba
-
+        if Z is not None:
+            return None
+        X = check_inputs(self, X)
         dt = S.dtype
         p = _arrays(self, np, dt)
         Wl, Bm = np.ascontiguousarray(p["Wl"]), np.ascontiguousarray(p["B"])
@@ -278,4 +273,4 @@ class LinearSSM(Model):
         _rnn_numba.ssm_bptt(
             Wl, Bm, p["bl"], H0, P, X, S, G, grads["Wl"], grads["bl"], grads["B"], h0_bar, x_bar
         )
-        return _bptt_result(Params(grads), h0_bar, x_bar, lead, h0, inputs)
+        return Params(grads), h0_bar, x_bar, None, None

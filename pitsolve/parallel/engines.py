@@ -82,6 +82,16 @@ class Engine:
         """Concatenate the owned parts ``(..., n_p, D)`` of all windows along time, everywhere."""
         return np.concatenate([parts[p] for p in range(partition.P)], axis=-2)
 
+    def gather(self, value: Any) -> list[Any] | None:
+        """Every process's ``value`` (any picklable object), as a list in rank order on rank 0;
+        None on the other ranks."""
+        return [value]
+
+    def on_root(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` run on rank 0 only; its result, or its exception, on every rank (so that
+        no rank waits for one that failed)."""
+        return fn()
+
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
         """Context in which an exception ends the whole job (a no-op in one process)."""
@@ -175,6 +185,21 @@ class MPIEngine(Engine):
             self.comm.Allreduce(np.ascontiguousarray(value), out, op=mpi_op)
             return out
         return self.comm.allreduce(value, op=mpi_op)
+
+    def gather(self, value: Any) -> list[Any] | None:
+        return self.comm.gather(value, root=0)
+
+    def on_root(self, fn: Callable[[], Any]) -> Any:
+        result = error = None
+        if self.rank == 0:
+            try:
+                result = fn()
+            except Exception as exc:  # raised on every rank below, so that no rank waits
+                error = exc
+        result, error = self.comm.bcast((result, error), root=0)
+        if error is not None:
+            raise error
+        return result
 
     def gather_time(self, parts: dict[int, Any], partition: Partition) -> Any:
         mine = self.local(partition)

@@ -15,6 +15,12 @@ The file is an ordinary uncompressed NumPy ``.npz`` (readable by :func:`numpy.lo
 metadata is JSON text stored as a 0-d string array under the reserved key ``"__meta__"``.
 :func:`rng_state` / :func:`restore_rng` carry a :class:`numpy.random.Generator` through the
 metadata so that a resumed run draws the same random numbers as an uninterrupted one.
+
+Besides the file format this module holds what is stored in it: models
+(:func:`save_model` / :func:`load_model`, from the model's own
+:meth:`~pitsolve.models.Model.config`) and the state of training (:func:`training_meta`,
+:func:`best_arrays`, :func:`restored_history`, :func:`check_resumable`), shared by the
+global and the local objective.
 """
 
 from __future__ import annotations
@@ -33,7 +39,19 @@ import numpy as np
 
 from ..backends import to_numpy
 
-__all__ = ["META_KEY", "load_checkpoint", "restore_rng", "rng_state", "save_checkpoint"]
+__all__ = [
+    "META_KEY",
+    "best_arrays",
+    "check_resumable",
+    "load_checkpoint",
+    "load_model",
+    "restore_rng",
+    "restored_history",
+    "rng_state",
+    "save_checkpoint",
+    "save_model",
+    "training_meta",
+]
 
 #: The reserved array name under which the JSON metadata is stored.
 META_KEY = "__meta__"
@@ -247,54 +265,154 @@ def restore_rng(state: Mapping[str, Any]) -> np.random.Generator:
     return np.random.Generator(bit_generator)
 
 
-_MODEL_BUILDERS = ("ShPLRNN", "ClippedShPLRNN", "ALRNN")
-_OBSERVATIONS = ("Identity", "Affine")
-
-
+# -- models ---------------------------------------------------------------------------------
 def save_model(path: str | os.PathLike[str], model: Any, meta: Mapping[str, Any] | None = None
                ) -> None:
-    """Save a shPLRNN-family model's parameters and what is needed to rebuild it, atomically.
+    """Save a model's parameters and what rebuilds it (:meth:`~pitsolve.models.Model.config`),
+    atomically.
 
-    An :class:`~pitsolve.training.observation.ObservedModel` of one is saved with its
-    observation model (its type and, for ``Affine``, ``B`` and ``b``). ``meta`` (JSON-able)
-    is stored beside them, e.g. the data's ``dt`` and scaling.
+    Every built-in model with a configuration (the shPLRNNs, ALRNN, Elman, GRU, LinearSSM),
+    and an :class:`~pitsolve.models.ObservedModel` of one with its observation model, can be
+    saved. ``meta`` (JSON-able) is stored beside them, e.g. the data's ``dt`` and scaling; its
+    keys ``model`` and ``config`` are reserved.
+
+    Raises
+    ------
+    TypeError
+        For a model that does not describe its configuration.
     """
-    from .observation import ObservedModel
-
-    latent, observation = (model.latent, model.observation) if isinstance(
-        model, ObservedModel) else (model, None)
-    name = type(latent).__name__
-    if name not in _MODEL_BUILDERS:
-        raise TypeError(f"save_model supports {_MODEL_BUILDERS}, got {name}")
-    info = {"model": name, "relu_units": getattr(latent, "relu_units", None), **(meta or {})}
-    if observation is not None:
-        info["observation"] = type(observation).__name__
-        info["differentiate_forcing"] = getattr(observation, "differentiate_forcing", True)
-    save_checkpoint(path, {f"params/{k}": np.asarray(v) for k, v in model.params.items()}, info)
+    try:
+        config = model.config()
+    except NotImplementedError as exc:
+        raise TypeError(f"save_model cannot save {type(model).__name__}: {exc}") from exc
+    info = {**(meta or {}), "model": type(model).__name__, "config": config}
+    save_checkpoint(path, {f"params/{k}": to_numpy(v) for k, v in model.params.items()}, info)
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
     """``(model, meta)`` from a file written by :func:`save_model` (with its observation
-    model, if it was saved with one)."""
+    model, if it was saved with one); files of earlier releases, which stored a shPLRNN
+    family model by name, load too.
+
+    Raises
+    ------
+    ValueError
+        If the file does not hold a model pitsolve can rebuild.
+    """
     from .. import models
-    from . import observation as obs
 
     arrays, meta = load_checkpoint(path)
-    name = meta.get("model")
-    if name not in _MODEL_BUILDERS:
-        raise ValueError(f"{os.fspath(path)!r} is not a pitsolve model file (model={name!r})")
     params = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("params/")}
-    latent = {k: v for k, v in params.items() if not k.startswith(obs.PREFIX)}
-    cls = getattr(models, name)
-    model = cls.from_params(latent, meta["relu_units"]) if name == "ALRNN" else cls.from_params(
-        latent)
+    name = meta.get("model")
+    config = meta.get("config")
+    try:
+        if config is None:
+            name, config = _legacy_config(meta, params)
+        model = models.from_config(name, config, params)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(
+            f"{os.fspath(path)!r} does not hold a model pitsolve can rebuild (model={name!r}): "
+            f"{exc}"
+        ) from exc
+    return model, meta
+
+
+def _legacy_config(meta: Mapping[str, Any], params: Mapping[str, Any]) -> tuple[str, dict]:
+    """``(name, config)`` of a model file written before models described themselves: a
+    shPLRNN, clipped shPLRNN or ALRNN by class name (sizes from the parameters), optionally
+    with an ``observation`` (Identity or Affine)."""
+    name = meta.get("model")
+    M = int(np.shape(params["a"])[0])
+    if name == "ALRNN":
+        latent = {"latent": M, "relu_units": int(meta["relu_units"])}
+    elif name in ("ShPLRNN", "ClippedShPLRNN"):
+        latent = {"latent": M, "hidden": int(np.shape(params["W2"])[0])}
+    else:
+        raise ValueError(f"unknown model {name!r}")
     kind = meta.get("observation")
     if kind is None:
-        return model, meta
-    if kind not in _OBSERVATIONS:
-        raise ValueError(f"{os.fspath(path)!r} has an unknown observation model {kind!r}")
-    if kind == "Identity":
-        return obs.ObservedModel(model, obs.Identity()), meta
-    affine = obs.Affine(params[obs.PREFIX + "B"], params[obs.PREFIX + "b"],
-                        differentiate_forcing=bool(meta.get("differentiate_forcing", True)))
-    return obs.ObservedModel(model, affine), meta
+        return name, latent
+    observation: dict[str, Any] = {"model": kind}
+    if kind == "Affine":
+        observation["differentiate_forcing"] = bool(meta.get("differentiate_forcing", True))
+    return "ObservedModel", {"latent": {"model": name, **latent}, "observation": observation}
+
+
+# -- the training state ------------------------------------------------------------------------
+# A training checkpoint holds the arrays ``params/<name>`` (the model), ``best/<name>`` and
+# ``best/epoch`` (the best model so far, with ``validate``), plus the objective's own state
+# (``opt/...`` for the global objective; ``window/<p>/...`` and ``steps`` for the local one,
+# see :meth:`pitsolve.training.local.LocalTraining.state_arrays`). Metadata: ``objective``
+# ("global" when absent: checkpoints written before it was recorded), ``epoch``, ``alpha``,
+# the histories, ``validation``, ``best_score``, and the objective's own entries (``rng`` for
+# the global objective; ``schwarz``, the partition and coupling a resume must match, for the
+# local one).
+def training_meta(objective: str, epoch: int, alpha: float, losses: list[float],
+                  alphas: list[float], stats: list[dict[str, Any]],
+                  validation: list[tuple[int, float]], best_score: float,
+                  **extra: Any) -> dict[str, Any]:
+    """The metadata every training checkpoint holds (``extra``: the objective's own)."""
+    return {"objective": objective, "epoch": epoch, "alpha": float(alpha),
+            "loss_history": losses, "alpha_history": alphas, "stats": stats,
+            "validation": [list(v) for v in validation], "best_score": best_score, **extra}
+
+
+def best_arrays(best_params: Any, best_epoch: int) -> dict[str, Any]:
+    """``best/<name>`` and ``best/epoch`` (nothing before a validation has picked a model)."""
+    if best_params is None or best_epoch <= 0:
+        return {}
+    arrays: dict[str, Any] = {f"best/{k}": to_numpy(v) for k, v in best_params.items()}
+    arrays["best/epoch"] = np.asarray(best_epoch)
+    return arrays
+
+
+def restored_history(arrays: Mapping[str, Any], meta: Mapping[str, Any], names: Any
+                     ) -> tuple[list[float], list[float], list[dict[str, Any]],
+                                list[tuple[int, float]], tuple[float, int, dict] | None]:
+    """(losses, alphas, stats, validation, best) of a training checkpoint; best is
+    ``(score, epoch, {name: array})`` for the parameter ``names``, or None if unset."""
+    validation = [tuple(v) for v in meta.get("validation", [])]
+    best = None
+    if "best/epoch" in arrays:
+        best = (float(meta["best_score"]), int(arrays["best/epoch"]),
+                {k: arrays[f"best/{k}"] for k in names})
+    return meta["loss_history"], meta["alpha_history"], meta["stats"], validation, best
+
+
+def _describe(objective: str, config: Mapping[str, Any] | None) -> str:
+    if objective != "local":
+        return "global-objective training (objective='global')"
+    inner = ", ".join(f"{k}={(config or {}).get(k)!r}"
+                      for k in ("windows", "overlap", "sync", "mu"))
+    return f"local-objective training ({inner})"
+
+
+def check_resumable(path: str, meta: Mapping[str, Any], objective: str,
+                    config: Mapping[str, Any] | None = None) -> None:
+    """Raise ValueError unless ``meta`` is a checkpoint of the same kind of training.
+
+    ``objective`` is "global" or "local"; for "local", ``config`` is the run's partition and
+    coupling (T, windows, overlap, sync, mu, bounds), which must equal the checkpoint's
+    ``schwarz`` entry.
+    """
+    found = meta.get("objective", "global")
+    if found != objective:
+        raise ValueError(
+            f"checkpoint {path!r} was written by {_describe(found, meta.get('schwarz'))}, but "
+            f"this run uses {_describe(objective, config)}; resume with the objective that "
+            "wrote it, or pass a new checkpoint path"
+        )
+    if objective != "local" or config is None:
+        return
+    saved = meta.get("schwarz") or {}
+    differ = [k for k in ("T", "windows", "overlap", "sync", "mu") if saved.get(k) != config[k]]
+    if not differ and list(saved.get("bounds", [])) != list(config["bounds"]):
+        differ = ["bounds"]
+    if differ:
+        what = ", ".join(f"{k}={saved.get(k)!r} in the checkpoint but {config[k]!r} now"
+                         for k in differ)
+        raise ValueError(
+            f"checkpoint {path!r} was written by local-objective training with a different "
+            f"Schwarz configuration: {what} ('T' counts the steps of the data); resume with "
+            "the solver options and data of the run that wrote it, or pass a new checkpoint path"
+        )

@@ -29,43 +29,55 @@ gradients are summed (one all-reduce per step) — or without any global collect
 averages with its neighbours with the Metropolis weights of the path graph (1/3 per neighbour),
 a decentralised-gradient consensus whose average follows the summed gradient.
 
-Checkpoints (:func:`fit_local`, ``fit(..., checkpoint=PATH)``) hold every window's variables,
-optimiser state, α and last trajectory, gathered into one file on rank 0 with the MPI engine:
-``resume=True`` continues exactly, and the file does not depend on the engine or the number
-of ranks.
+Checkpoints (``fit(..., objective=LocalObjective(), checkpoint=PATH)``) hold every window's
+variables, optimiser state, α and last trajectory, gathered into one file on rank 0 with the
+MPI engine: ``resume=True`` continues exactly, and the file does not depend on the engine or
+the number of ranks. :class:`LocalTraining` is the trainer the epoch loop
+(:mod:`pitsolve.training.loop`) drives for :class:`~pitsolve.training.objectives.LocalObjective`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import logging
 import math
-import os
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from ..algorithms.schwarz import Schwarz
-from ..backends import array_namespace, to_numpy
-from ..models.base import Model, Params
-from ..parallel import Engine, Partition, make_engine
+from .._arrays import array_namespace, to_numpy
+from ..algorithms.schwarz import Schwarz, engine_of
+from ..models import ForcedModel, Model, Params
+from ..parallel import Engine
 from ..problems import RecurrenceProblem
 from ..solution import SolverError, is_successful
 from ..solve import solve
-from .checkpoint import load_checkpoint, save_checkpoint
-from .fit import _best_arrays, _check_checkpoint, _history_meta, _restored_history
-from .forcing import ForcedModel, estimate_alpha, forcing_signal
+from .forcing import estimate_alpha, forcing_signal
 from .losses import forced_problem
+from .objectives import LocalObjective, StepFailed, StepResult
 from .optim import OptimizerState
 
-__all__ = ["LocalTraining", "fit_local"]
+__all__ = ["LocalTraining", "local_objective"]
 
 _B = "initial_state"  # the name of a window's free initial state among its variables
 
-log = logging.getLogger(__name__)
+
+def local_objective(schwarz: Schwarz, objective: LocalObjective | None = None
+                    ) -> LocalObjective:
+    """``objective``, or the one a deprecated ``Schwarz(objective="local", mu=..., sync=...)``
+    spells (default options otherwise)."""
+    if objective is not None:
+        return objective
+    options = {k: getattr(schwarz, k) for k in ("mu", "sync")}
+    return LocalObjective(**{k: v for k, v in options.items() if v is not None})
+
+
+def _solver(schwarz: Schwarz) -> Schwarz:
+    """``schwarz`` with solver options only (no deprecated training options, no live engine)."""
+    engine = schwarz.engine.name if isinstance(schwarz.engine, Engine) else schwarz.engine
+    return dataclasses.replace(schwarz, engine=engine, comm=None, objective=None, mu=None,
+                               sync=None, gather="all")
 
 
 @dataclasses.dataclass
@@ -84,19 +96,40 @@ class LocalTraining:
     """The windows' variables and one optimiser step of local-objective training.
 
     Build it, then call :meth:`step` repeatedly; :meth:`model` is the current (averaged)
-    model. :func:`~pitsolve.fit` drives it when ``solver=Schwarz(objective="local")``.
+    model. :func:`~pitsolve.fit` drives it with ``objective=LocalObjective(...)`` and
+    ``solver=Schwarz(...)`` (the partition, the inner solver and the engine).
 
-    ``state`` (the arrays of :meth:`state_arrays`, e.g. from a checkpoint) restores this
-    process's windows and the step count instead of starting from ``model``; the forced
-    trajectory of the start is then not computed.
+    Parameters
+    ----------
+    model, data, forcing, optimizer
+        as for :func:`~pitsolve.fit` (the whole series).
+    schwarz
+        the partition (windows, overlap), inner solver and engine.
+    controls
+        solve controls of the windows' solves (``fallback`` is ignored; ``engine`` is the
+        engine, see :func:`~pitsolve.solve`).
+    objective
+        :class:`~pitsolve.training.objectives.LocalObjective` (μ and the synchronisation).
+    start
+        the windows' initial states: on the forced trajectory of the model
+        (``"trajectory"``, consistent windows) or on the data (``"data"``); None starts
+        nothing (:meth:`begin` or :meth:`load` later).
+    state
+        the arrays of :meth:`state_arrays` (e.g. from a checkpoint): restores this process's
+        windows and the step count instead of starting; the forced trajectory of the start
+        is then not computed.
     """
 
+    kind = "local"
+
     def __init__(self, model: Model, data: Any, forcing: Any, schwarz: Schwarz, optimizer: Any,
-                 controls: dict[str, Any], start: str = "trajectory",
-                 state: Mapping[str, Any] | None = None):
-        self.forcing, self.alg, self.optimizer = forcing, schwarz, optimizer
-        self.controls = {k: v for k, v in controls.items() if k != "fallback"}
-        self.engine = make_engine(schwarz.engine, workers=schwarz.workers, comm=schwarz.comm)
+                 controls: dict[str, Any], *, objective: LocalObjective | None = None,
+                 start: str | None = "trajectory", state: Mapping[str, Any] | None = None):
+        self.forcing, self.optimizer = forcing, optimizer
+        self.options = local_objective(schwarz, objective)
+        self.engine = engine_of(schwarz, controls.get("engine"))
+        self.alg = _solver(schwarz)
+        self.controls = {k: v for k, v in controls.items() if k not in ("fallback", "engine")}
         self.data = data
         self.N, self.M = data.shape[-1], model.state_dim
         alpha = getattr(forcing, "initial_alpha", 0.0)
@@ -105,17 +138,24 @@ class LocalTraining:
         self.local = self.engine.local(self.part)
         self.count = (glob.T * self.N) * max(1, math.prod(glob.batch_shape))
         self.zhat = forcing_signal(data, self.M)
-        if start not in ("trajectory", "data"):
-            raise ValueError(f"start must be 'trajectory' or 'data', got {start!r}")
         self.model_type = model
         self.steps = 0
         self.windows: dict[int, _Window] = {}
+        self._glob = glob
         if state is not None:
             self.load_state(state)
-            return
+        elif start is not None:
+            self.begin(start)
+
+    def begin(self, start: str = "trajectory") -> None:
+        """Set up every window from the model: its initial state on the forced trajectory
+        (``"trajectory"``) or on the data (``"data"``)."""
+        if start not in ("trajectory", "data"):
+            raise ValueError(f"start must be 'trajectory' or 'data', got {start!r}")
+        model, optimizer = self.model_type, self.optimizer
+        alpha = getattr(self.forcing, "initial_alpha", 0.0)
         # a consistent start: the windows' initial states on the forced trajectory of θ_0
-        start_sol = solve(glob, dataclasses.replace(schwarz, objective="global", gather="all"),
-                          **self.controls)
+        start_sol = solve(self._glob, self.alg, engine=self.engine, **self.controls)
         if not is_successful(start_sol):
             raise SolverError(start_sol)
         # initial states: on the forced trajectory (consistent windows) or the data (ẑ)
@@ -152,13 +192,8 @@ class LocalTraining:
             mine[f"{pre}alpha"] = np.asarray(w.alpha, dtype=np.float64)
             mine[f"{pre}states"] = to_numpy(w.states)
         mine["steps"] = np.asarray(self.steps, dtype=np.int64)
-        comm = _comm(self.engine)
-        if comm is None:
-            return mine
-        parts = comm.gather(mine, root=0)
-        if self.engine.rank != 0:
-            return None
-        return {k: v for part in parts for k, v in part.items()}
+        parts = self.engine.gather(mine)
+        return None if parts is None else {k: v for part in parts for k, v in part.items()}
 
     def load_state(self, arrays: Mapping[str, Any]) -> None:
         """Restore this process's windows and the step count from :meth:`state_arrays`.
@@ -286,13 +321,13 @@ class LocalTraining:
             d_right = w.states[..., -right.shape[-2] :, :] - right
         for d in (d_left, d_right):
             if d is not None:
-                w.penalty += 0.5 * self.alg.mu * float((d * d).sum())
+                w.penalty += 0.5 * self.options.mu * float((d * d).sum())
                 w.mismatch = max(w.mismatch, float(xp.abs(d).max()))
         return prev, G, d_left, d_right
 
     def _gradient(self, p: int, sol: Any, left: Any, right: Any) -> Params:
         """∇ of J_p with respect to window p's variables (θ_p and b_p)."""
-        w, mu = self.windows[p], self.alg.mu
+        w, mu = self.windows[p], self.options.mu
         own = self.part.bounds[p] - self.part.covered(p)[0]
         prob = sol.problem
         work = prob.working_model().base
@@ -333,13 +368,26 @@ class LocalTraining:
                     [w.variables[_B][..., None, :], w.states[..., :own, :]], axis=-2)
         return engine.shift(to_right, part, 1), engine.shift(to_left, part, -1)
 
-    def step(self) -> float:
+    def step(self) -> StepResult:
         """One optimiser step of every window.
 
-        Returns the global one-step loss (the sum of the windows' own terms) with
-        ``sync="allreduce"``, where it travels in the gradients' all-reduce; NaN with
-        ``sync="neighbour"``, which has no collective (see :meth:`loss`).
+        Returns its :class:`~pitsolve.training.objectives.StepResult`: the global one-step
+        loss (the sum of the windows' own terms) with ``sync="allreduce"``, where it travels
+        in the gradients' all-reduce, NaN with ``sync="neighbour"``, which has no collective
+        (see :meth:`loss`); and the inner solvers' iterations, summed over windows.
+
+        Raises
+        ------
+        StepFailed
+            If a window's solve fails or a gradient is not finite.
         """
+        try:
+            loss = self._step()
+        except (SolverError, FloatingPointError) as exc:
+            raise StepFailed("local training failed", str(exc)) from exc
+        return StepResult(loss, self.iterations())
+
+    def _step(self) -> float:
         engine, part = self.engine, self.part
         with engine.guard():
             sols = dict(zip(self.local, engine.map(self._forward, self.local), strict=True))
@@ -348,7 +396,7 @@ class LocalTraining:
                 lambda p: self._gradient(p, sols[p], left[p], right[p]), self.local),
                 strict=True))
             loss = float("nan")
-            if self.alg.sync == "allreduce":
+            if self.options.sync == "allreduce":
                 local = [self._theta(grads[p]).flatten() for p in self.local]
                 packed = np.concatenate([sum(local[1:], local[0]), [self._local_loss()]])
                 packed = engine.allreduce(packed)
@@ -362,7 +410,7 @@ class LocalTraining:
                 w = self.windows[p]
                 w.variables, w.opt_state = self.optimizer.update(w.variables, grads[p],
                                                                  w.opt_state)
-            if self.alg.sync == "neighbour":
+            if self.options.sync == "neighbour":
                 self._consensus()
         self.steps += 1
         return loss
@@ -415,174 +463,53 @@ class LocalTraining:
             return float(self.engine.allreduce(sum(w.alpha for w in self.windows.values()))
                          / self.part.P)
 
+    # -- what the epoch loop asks (pitsolve.training.loop) --------------------------------------
+    @property
+    def interruptible(self) -> bool:
+        """Ctrl-C can stop it at an epoch's end in one process (under MPI it aborts the job)."""
+        return self.engine.size == 1
+
+    @property
+    def is_root(self) -> bool:
+        return self.engine.rank == 0
+
+    def guard(self) -> contextlib.AbstractContextManager[None]:
+        """The engine's guard: an exception on one rank ends the whole job."""
+        return self.engine.guard()
+
+    def on_root(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` run on rank 0 only; its result, or its exception, on every rank."""
+        return self.engine.on_root(fn)
+
+    def config(self) -> dict[str, Any]:
+        """What a checkpoint records of the solver and the objective, and a resume must match:
+        the partition (T, windows, overlap, bounds), ``sync`` and ``mu``."""
+        part = self.part
+        return {"T": part.T, "windows": part.P, "overlap": part.overlap,
+                "sync": self.options.sync, "mu": float(self.options.mu),
+                "bounds": list(part.bounds)}
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """``(arrays, metadata)`` of a checkpoint (:meth:`state_arrays` and the ``schwarz``
+        configuration), on rank 0; None on the other ranks. A collective call."""
+        arrays = self.state_arrays()
+        return None if arrays is None else (arrays, {"schwarz": self.config()})
+
+    def load(self, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint (:meth:`load_state`)."""
+        self.load_state(arrays)
+
+    def epoch_loss(self, steps: list[StepResult]) -> float:
+        """The global one-step loss of the last step (a reduction)."""
+        return self.loss()
+
+    def epoch_stats(self, steps: list[StepResult]) -> dict[str, Any]:
+        return {"overlap_mismatch": self.mismatch()}
+
+    def learning_rate(self) -> float:
+        return float(self.optimizer.learning_rate(self.steps))
+
     def iterations(self) -> int:
         """Inner solver iterations of the last step, summed over windows."""
         with self.engine.guard():
             return int(self.engine.allreduce(sum(w.iterations for w in self.windows.values())))
-
-
-def _comm(engine: Engine) -> Any:
-    """The MPI communicator of a multi-process engine; None in one process."""
-    if engine.size == 1:
-        return None
-    comm = getattr(engine, "comm", None)
-    if comm is None:
-        raise TypeError(f"checkpoints of local training on {engine!r} need an engine with an "
-                        "MPI communicator 'comm' (gather, bcast)")
-    return comm
-
-
-def _on_root(engine: Engine, fn: Callable[[], Any]) -> Any:
-    """``fn()`` run on rank 0 only; its result, or its exception, on every rank."""
-    comm = _comm(engine)
-    if comm is None:
-        return fn()
-    result = error = None
-    if engine.rank == 0:
-        try:
-            result = fn()
-        except Exception as exc:  # raised on every rank below, so that no rank waits
-            error = exc
-    result, error = comm.bcast((result, error), root=0)
-    if error is not None:
-        raise error
-    return result
-
-
-def _schwarz_config(schwarz: Schwarz, part: Partition) -> dict[str, Any]:
-    """What a checkpoint of local training records of the solver, and a resume must match."""
-    return {"T": part.T, "windows": part.P, "overlap": part.overlap, "sync": schwarz.sync,
-            "mu": float(schwarz.mu), "bounds": list(part.bounds)}
-
-
-def fit_local(model: Model, data: Any, *, forcing: Any, solver: Schwarz, optimizer: Any,
-              epochs: int, steps_per_epoch: int, callbacks: Sequence[Callable[[dict], Any]],
-              progress: bool, controls: dict[str, Any],
-              validate: Callable[[Model], float] | None, validate_every: int,
-              checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
-              resume: bool = False) -> dict[str, Any]:
-    """The loop of :func:`~pitsolve.fit` for ``Schwarz(objective="local")`` (whole series).
-
-    Returns a dict with ``model``, ``losses``, ``alphas``, ``stats``, ``validation``,
-    ``best`` (score, epoch, model or None) and ``stopped``.
-
-    With ``checkpoint=PATH`` the training state is written atomically
-    (:func:`~pitsolve.training.checkpoint.save_checkpoint`) after every ``checkpoint_every``
-    epochs, after the last one and on Ctrl-C (the state of the last completed epoch; one
-    process only: under MPI, Ctrl-C aborts the job). The file has the format of global
-    training's checkpoints — ``params/<name>`` (the averaged model), ``best/<name>`` and
-    ``best/epoch`` (with ``validate``), metadata ``epoch``, ``alpha`` (the windows' mean),
-    ``loss_history``, ``alpha_history``, ``stats``, ``validation``, ``best_score`` — with
-    ``objective="local"``, the solver's ``schwarz`` configuration (T, windows, overlap, sync,
-    mu, bounds) and every window's state (:meth:`LocalTraining.state_arrays`) instead of the
-    optimiser state and random generator of global training. With the MPI engine rank 0
-    gathers the windows and writes the file.
-
-    ``resume=True`` continues from it (rank 0 reads it and broadcasts it to the other ranks,
-    so no shared file system is needed) bit for bit as an uninterrupted run on the same
-    engine and number of ranks. The file does not depend on the engine, so a run may also
-    continue on another one; MPI then differs from serial and threads only by rounding, as
-    its reductions (the summed gradients of ``sync="allreduce"``, the averaged model, loss
-    and α) add the windows in another order. A missing file starts from the beginning; a
-    checkpoint of global training or of another partition, ``sync`` or ``mu`` raises
-    ValueError.
-    """
-    path = None if checkpoint is None else os.fspath(checkpoint)
-    if resume and path is None:
-        raise ValueError("resume=True needs checkpoint=PATH")
-    engine = make_engine(solver.engine, workers=solver.workers, comm=solver.comm)
-    solver = dataclasses.replace(solver, engine=engine)  # one engine to load with and train on
-    config = _schwarz_config(solver, solver.partition(data.shape[-2] - 1))
-    out: dict[str, Any] = {"losses": [], "alphas": [], "stats": [], "validation": [],
-                           "best": (math.inf, 0, None), "stopped": None}
-    state, start_epoch = None, 0
-    if resume:
-        assert path is not None
-        loaded = _on_root(engine, lambda: load_checkpoint(path) if os.path.exists(path) else None)
-        if loaded is not None:
-            arrays, meta = loaded
-            _check_checkpoint(path, meta, "local", config)
-            losses, alphas, stats, validation, best = _restored_history(arrays, meta,
-                                                                        model.params)
-            out.update(losses=losses, alphas=alphas, stats=stats, validation=validation)
-            if best is not None:
-                out["best"] = (best[0], best[1], model.replace(best[2]))
-            state, start_epoch = arrays, int(meta["epoch"])
-    trainer = LocalTraining(model, data, forcing, solver, optimizer, controls, state=state)
-    out["model"] = model if state is None else trainer.model()
-    if state is not None:
-        log.info("resumed local training from %s at epoch %d", path, start_epoch)
-
-    def save() -> None:
-        with engine.guard():  # a failed write on rank 0 ends an MPI job instead of hanging it
-            arrays = trainer.state_arrays()  # collective
-            if arrays is None:  # not rank 0
-                return
-            arrays.update({f"params/{k}": v for k, v in out["model"].params.items()})
-            score, epoch, best_model = out["best"]
-            arrays.update(_best_arrays(None if best_model is None else best_model.params, epoch))
-            alpha = out["alphas"][-1] if out["alphas"] else getattr(forcing, "initial_alpha", 0.0)
-            meta = _history_meta("local", len(out["losses"]), alpha, out["losses"], out["alphas"],
-                                 out["stats"], out["validation"], score, schwarz=config)
-            save_checkpoint(path, arrays, meta)
-
-    def mark() -> tuple[Any, ...]:  # the state at the end of the last completed epoch
-        return (trainer.snapshot(), out["model"], len(out["losses"]), len(out["validation"]),
-                out["best"])
-
-    good = mark() if engine.size == 1 else None  # Ctrl-C under MPI aborts the job
-    try:
-        for epoch in range(start_epoch, epochs):
-            t0 = time.perf_counter()
-            iters = 0
-            try:
-                for _ in range(steps_per_epoch):
-                    trainer.step()
-                    iters += trainer.iterations()
-            except (SolverError, FloatingPointError) as exc:
-                out["stopped"] = f"local training failed at epoch {epoch + 1}: {exc}"
-                break
-            current = trainer.model()
-            if not all(bool(np.isfinite(np.asarray(v)).all()) for v in current.params.values()):
-                out["stopped"] = f"parameters became non-finite at epoch {epoch + 1}"
-                break
-            out["model"] = current
-            out["losses"].append(trainer.loss())
-            out["alphas"].append(trainer.alpha())
-            stats = {"epoch": epoch + 1, "wall_time": time.perf_counter() - t0,
-                     "steps": steps_per_epoch, "solver_iterations": iters,
-                     "overlap_mismatch": trainer.mismatch(),
-                     "learning_rate": float(optimizer.learning_rate(trainer.steps))}
-            out["stats"].append(stats)
-            if validate is not None and (epoch + 1) % validate_every == 0:
-                score = float(validate(current))
-                out["validation"].append((epoch + 1, score))
-                stats["validation"] = score
-                if score < out["best"][0]:
-                    out["best"] = (score, epoch + 1, current)
-            if good is not None:
-                good = mark()
-            if path is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-                save()
-            if progress and engine.rank == 0:
-                print(f"epoch {epoch + 1:5d}/{epochs}  loss {out['losses'][-1]:.4e}  "
-                      f"mismatch {stats['overlap_mismatch']:.2e}  {stats['wall_time']:.2f}s",
-                      file=sys.stderr)
-            info = {"epoch": epoch + 1, "loss": out["losses"][-1], "alpha": out["alphas"][-1],
-                    "model": current, "stats": stats}
-            if any(cb(info) is True for cb in callbacks):
-                out["stopped"] = f"stopped by a callback after epoch {epoch + 1}"
-                break
-    except KeyboardInterrupt:
-        if good is None:
-            raise
-        snapshot, out["model"], n, n_validation, out["best"] = good
-        trainer.restore(snapshot)
-        del out["losses"][n:], out["alphas"][n:], out["stats"][n:]
-        del out["validation"][n_validation:]
-        out["stopped"] = "interrupted (Ctrl-C)"
-        if path is not None:
-            save()
-    if out["stopped"]:
-        log.warning("local training stopped: %s", out["stopped"])
-    return out

@@ -2,7 +2,7 @@ r"""The teacher-forced reconstruction loss and its gradient, derived by hand.
 
 For a series :math:`x_0..x_{T-1}` (N observed dimensions), a model with M latent units and an
 observation model :math:`\hat x = O(z)` with forcing signal :math:`\hat z = O^{-1}(x)`
-(:mod:`~pitsolve.training.observation`; the identity by default), :math:`\tilde z_0 = \hat z_0`,
+(:mod:`pitsolve.models.observed`; the identity by default), :math:`\tilde z_0 = \hat z_0`,
 the predictions :math:`z_t = F_\theta(\tilde z_{t-1})` of the forced recurrence (MATH.md §6)
 enter the loss
 
@@ -12,7 +12,7 @@ enter the loss
         + \lambda_l R_l(\theta) + \lambda_o R_o(\varphi).
 
 The forced recurrence is solved in its predictions
-(:class:`~pitsolve.training.forcing.ForcedPredictionModel`,
+(:class:`~pitsolve.models.ForcedPredictionModel`,
 :math:`z_t = F(\check z_{t-1})`, :math:`\check z_{t-1} = (1 - a_{t-1}) z_{t-1} + a_{t-1}
 \hat z_{t-1}`), so L depends on the solution's states alone and one adjoint solve with
 :math:`G_t = \partial L/\partial z_t = \partial O^\top \bar x_t` gives the whole gradient
@@ -35,14 +35,13 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import array_namespace
 from .._validation import as_float_array, check_finite
-from ..backends import array_namespace
-from ..models.base import Model, Params
+from ..models import ForcedModel, ForcedPredictionModel, Model, Params, split_observed
 from ..problems import RecurrenceProblem
 from ..solution import SolverError, is_successful
 from ..solve import solve
-from .forcing import GTF, STF, ForcedModel, ForcedPredictionModel, NoForcing
-from .observation import ObservedModel, split_observed
+from .forcing import GTF, STF, NoForcing
 
 __all__ = [
     "Regularization",
@@ -63,12 +62,13 @@ class Regularization:
     ----------
     latent
         :math:`\lambda_l`: :math:`\lambda_l \sum_k \|\theta_k - \theta_k^\star\|^2` over the
-        latent model's parameters (:func:`latent_penalty`), :math:`\theta^\star = 1` for the
-        self-connections ``a`` of the shPLRNN family and the ALRNN, 0 for every other array.
+        latent model's parameters (:func:`latent_penalty`), :math:`\theta^\star` the model's
+        :meth:`~pitsolve.models.Model.regularization_target` (1 for the self-connections ``a``
+        of the shPLRNN family and the ALRNN, as in the GTF reference; 0 otherwise).
     observation
         :math:`\lambda_o`: the observation model's regulariser :math:`\lambda_o R_o`
-        (:class:`~pitsolve.training.observation.Affine`: :math:`(1 - s_{\min}/s_{\max})^2`;
-        :class:`~pitsolve.training.observation.Identity` has none).
+        (:class:`~pitsolve.models.Affine`: :math:`(1 - s_{\min}/s_{\max})^2`;
+        :class:`~pitsolve.models.Identity` has none).
     """
 
     latent: float = 0.0
@@ -84,12 +84,13 @@ class Regularization:
 def latent_penalty(model: Model, weight: float) -> tuple[float, Params]:
     r""":math:`R = \lambda_l \sum_k \|\theta_k - \theta_k^\star\|^2` and
     :math:`\partial R/\partial\theta_k = 2\lambda_l (\theta_k - \theta_k^\star)`, with
-    :math:`\theta^\star = 1` for ``a`` of the shPLRNN family and the ALRNN (as in the GTF
-    reference), 0 otherwise."""
-    from ..models.plrnn import ALRNN, ClippedShPLRNN, ShPLRNN
-
-    ones = isinstance(model, (ShPLRNN, ClippedShPLRNN, ALRNN))
-    diff = Params({k: v - 1 if (ones and k == "a") else v for k, v in model.params.items()})
+    :math:`\theta^\star` the model's
+    :meth:`~pitsolve.models.Model.regularization_target` (zero for a model without one)."""
+    target = getattr(model, "regularization_target", None)
+    if target is None:
+        diff = model.params
+    else:
+        diff = model.params.map(lambda v, t: v - t, target())
     value = weight * sum(float((d * d).sum()) for d in diff.values())
     return value, diff.map(lambda d: 2 * weight * d)
 
@@ -161,8 +162,8 @@ def loss_and_grad(
     ----------
     model
         an autonomous model (M latent units), or an
-        :class:`~pitsolve.training.observation.ObservedModel` (a model with an observation
-        model, whose parameters are trained too).
+        :class:`~pitsolve.models.ObservedModel` (a model with an observation model, whose
+        parameters are trained too).
     data
         a series ``(T, N)`` or a batch ``(B, T, N)``; N ≤ M observed dimensions for the
         identity observation model.
@@ -231,7 +232,7 @@ def forced_loss(
         value, penalty = latent_penalty(latent, reg.latent)
         loss += value
         grads = grads.map(lambda u, v: u + v, penalty)
-    if not isinstance(model, ObservedModel):
+    if latent is model:  # no observation model of its own: nothing more to train
         return loss, grads, sol
     if len(obs_grads):
         # through the forcing signal: ẑ_t enters the inputs of step t + 1 (ẑ_0 also h0)

@@ -32,9 +32,9 @@ class Scores:
 
 
 def run(data, path, engine, sync, mu=0.5, start=0, **kw):
-    alg = ps.Schwarz(windows=4, overlap=8, objective="local", mu=mu, sync=sync,
-                     inner=ps.DEER(), engine=engine)
+    alg = ps.Schwarz(windows=4, overlap=8, inner=ps.DEER(), engine=engine)
     return ps.fit(ps.models.ShPLRNN(3, 8, seed=5), data, solver=alg, seq_len=None,
+                  objective=ps.training.LocalObjective(mu=mu, sync=sync),
                   forcing=ps.GTF(alpha="adaptive", update_every=2),
                   optimizer=ps.optim.Adam(lr=1e-2), steps_per_epoch=2, epochs=4,
                   checkpoint=path, validate=Scores(start), **kw)

@@ -87,10 +87,10 @@ def main() -> None:
     for sync in ("allreduce", "neighbour"):
         params = []
         for engine in ("serial", "mpi"):
-            alg = ps.Schwarz(windows=max(4, comm.size), overlap=8, objective="local", mu=0.5,
-                             sync=sync, engine=engine)
+            alg = ps.Schwarz(windows=max(4, comm.size), overlap=8, engine=engine)
             tr = LocalTraining(ps.models.ShPLRNN(3, 8, seed=5), data, ps.GTF(alpha=0.3), alg,
-                               ps.optim.Adam(lr=1e-2), {})
+                               ps.optim.Adam(lr=1e-2), {},
+                               objective=ps.training.LocalObjective(mu=0.5, sync=sync))
             for _ in range(4):
                 tr.step()
             params.append(tr.model().params.flatten())

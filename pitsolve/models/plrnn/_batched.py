@@ -4,7 +4,7 @@ Every row ``n`` of ``H (N, M)`` is a state :math:`z` (for DEER, the shifted traj
 kernels give :math:`f`, the dense or diagonal Jacobian, the hidden quantities
 (:func:`shplrnn_eval`), Jacobian–vector products (:func:`shplrnn_jvp`) and the parameter
 cotangents summed over rows (:func:`shplrnn_vjp_params`). The sequential step loops and BPTT
-are in :mod:`pitsolve.models._plrnn_numba`; the sums here are formed in the same order, so
+are in ``pitsolve.models.plrnn._loops``; the sums here are formed in the same order, so
 that :math:`f` here and a sequential step agree bit for bit.
 
 No ``fastmath``: NaN/Inf propagate as in the NumPy ``f``. Arrays are C-contiguous in one
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._plrnn_numba import _JIT, _dot8
+from ._loops import _JIT, _dot8
 
 __all__ = ["shplrnn_eval", "shplrnn_jvp", "shplrnn_vjp_params"]
 

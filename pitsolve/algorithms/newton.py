@@ -1,0 +1,232 @@
+r"""What every trajectory-Newton solver shares (DEER and its variants, Newton–Krylov).
+
+A trajectory-Newton solve keeps the iterate :math:`h_1..h_T` (stored after :math:`h_0`, so
+that :math:`h_{t-1}` over any segment is a view), tests its residual
+:math:`r_t = h_t - f(h_{t-1}, x_t)` once per iteration, records the best iterate per batch
+element, freezes the converged prefix (causality: after k iterations h_1..h_k are exact) and
+stops on success, divergence, non-finite values, stalling, ``maxiter`` or the callback. The
+backend chosen when the solve starts does the per-iteration passes (residual norms, the step
+update), so none of this code looks at array types.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..problems import RecurrenceProblem
+from ..solution import ReturnCode
+from ..solve import Controls, SolverState
+from ._memory import call_with_peak, held_bytes, kind_of_call
+
+__all__ = ["NewtonState", "initial_guess"]
+
+
+def initial_guess(problem: RecurrenceProblem, h_init: Any) -> Any:
+    """The trajectory h0, h_1, …, h_T ``(batch..., T + 1, D)``: h0 followed by ``h_init``
+    (checked against the problem), or by h0 repeated over time."""
+    xp = problem.xp
+    shape = (*problem.batch_shape, problem.T, problem.D)
+    if h_init is not None:
+        if tuple(h_init.shape) != shape:
+            raise ValueError(
+                f"h_init must have shape {shape} = (batch..., T, D), got {h_init.shape}"
+            )
+        if not bool(xp.isfinite(h_init).all()):
+            raise ValueError("h_init contains non-finite values (NaN or Inf)")
+    ext = xp.empty((*shape[:-2], shape[-2] + 1, shape[-1]), dtype=problem.dtype)
+    ext[..., 0, :] = problem.h0
+    ext[..., 1:, :] = problem.h0[..., None, :] if h_init is None else h_init
+    return ext
+
+
+class NewtonState(SolverState):
+    """What every trajectory-Newton solver shares: the iterate, its residual, the best
+    iterate, the converged prefix and the stopping tests.
+
+    Newton works on the *active segment* ``[start, stop)`` of the time axis: steps before
+    ``start`` are converged and frozen, and so are never touched again. By default
+    ``stop = T``. A solver may instead solve the time axis in consecutive *windows*
+    ``[origin, stop)`` (:meth:`advance_window`): exact by causality, since the steps of a window
+    depend only on the steps before it, which are converged. The best iterate is kept for the
+    current window only, and ``maxiter`` counts the iterations of one window.
+    """
+
+    def __init__(self, problem: RecurrenceProblem, algorithm: Any, controls: Controls):
+        super().__init__(problem, algorithm, controls)
+        self.model = self.backend.bind(problem.working_model())
+        self.rtol, self.atol = controls.tolerances(problem.dtype)
+        # the iterate h_1..h_T is a view after h0: h_{t-1} over any segment is then a view too
+        self._with_h0 = initial_guess(problem, controls.h_init)
+        self.h = self._with_h0[..., 1:, :]
+        self.rhs: Any = None  # f(h) - h on the active segment, from test()
+        self._keys: dict[str, tuple] = {}  # kinds of call, for the peak memory
+        self.start = 0  # steps before `start` are converged and frozen
+        self.window = self.window_length()
+        self.stop = self.window  # the active segment is [start, stop)
+        self.origin = 0  # the current window is [origin, stop)
+        self.window_began = 0  # stats.iterations when the current window began
+        self.reset_best()
+
+    def window_length(self) -> int:
+        """Steps per window: T (one window) unless a solver overrides it."""
+        return self.problem.T
+
+    # -- memory (stats.peak_bytes) ------------------------------------------------------------
+    def held(self) -> tuple[Any, ...]:
+        """The arrays the solve holds between iterations: the iterate (after h0), the best
+        iterate and the right-hand side of the last test (solvers add theirs)."""
+        return self._with_h0, self.best, self.rhs
+
+    def measured(self, kind: str, rows: int, fn: Any, *alive: Any) -> Any:
+        """``fn()``, noting in ``stats.peak_bytes`` what the solve holds (:meth:`held` and the
+        caller's arrays ``alive``) plus what ``fn`` allocates at its peak over ``rows`` rows
+        (``pitsolve.algorithms._memory``)."""
+        key = self._keys.get(kind)
+        if key is None:
+            key = self._keys[kind] = kind_of_call(kind, self.problem, self.backend, self.model)
+        result, transient = call_with_peak(key, rows, fn)
+        total = held_bytes(*self.held(), *alive) + transient
+        self.stats.peak_bytes = max(self.stats.peak_bytes, total)
+        return result
+
+    def rows(self, steps: int) -> int:
+        """Rows of work of ``steps`` steps: steps times the batch size."""
+        return steps * int(np.prod(self.problem.batch_shape, dtype=np.int64))
+
+    def reset_best(self) -> None:
+        """Forget the best iterate: start recording it afresh on the current window (None
+        until the first test: the window is then still the iterate it starts from)."""
+        self.best: Any = None
+        self.best_err = np.full(self.problem.batch_shape, np.inf)
+        self.best_q = np.full(self.problem.batch_shape, np.inf)
+        self.stalled_for = 0
+
+    def advance_window(self) -> None:
+        """Freeze the current window (converged) and make the next ``window`` steps the
+        active segment."""
+        self.start = self.origin = self.stop
+        self.stop = min(self.stop + self.window, self.problem.T)
+        self.window_began = self.stats.iterations
+        self.reset_best()
+
+    def segment(self, h: Any) -> Any:
+        """The active segment ``[start, stop)`` of the trajectory ``h`` (a view)."""
+        return h[..., self.start : self.stop, :]
+
+    # -- pieces of the trajectory ------------------------------------------------------------
+    def carry(self, start: int) -> Any:
+        """The state before step ``start`` (h0 for start = 0)."""
+        return self.problem.h0 if start == 0 else self.h[..., start - 1, :]
+
+    def previous(self, h: Any, start: int) -> Any:
+        """h_{t-1} for t in [start, stop), from the trajectory ``h`` (full length): for the
+        iterate itself (``h is self.h``) a view, which changes with it."""
+        if h is self.h:
+            return self._with_h0[..., start : self.stop, :]
+        inner = h[..., start : self.stop - 1, :]
+        return self.xp.concatenate([self.carry(start)[..., None, :], inner], axis=-2)
+
+    def inputs(self, start: int) -> Any:
+        """x_t for t in [start, stop), or None."""
+        x = self.problem.inputs
+        return None if x is None else x[..., start : self.stop, :]
+
+    def finish(self, code: ReturnCode, states: Any, converged: Any) -> None:
+        self.retcode, self.states, self.converged, self.done = code, states, converged, True
+
+    def terminate(self) -> None:
+        """The callback stopped the solve: ``Terminated`` with the best iterate."""
+        self.finish_with_best(ReturnCode.Terminated)
+
+    def finish_with_best(self, code: ReturnCode) -> None:
+        """Stop with the best iterate of every batch element on the current window (after
+        the converged windows before it); elements whose best iterate met the tolerance are
+        reported converged if this is the last window."""
+        if self.best is not None:
+            self.h[..., self.origin : self.stop, :] = self.best
+        last = self.stop == self.problem.T
+        self.finish(code, self.h, (self.best_q <= 1) & last)
+
+    def test(self, f_prev: Any) -> int | None:
+        """Record the residual of the current iterate and stop if converged or failed; keep
+        :math:`f(h) - h` on the active segment as ``rhs`` (see :meth:`take_rhs`).
+
+        Returns the number of leading steps of the active segment that have converged in
+        every batch element (None once done). The whole segment, ``stop - start``, is
+        returned only when it converged and is not the last window: the caller moves on with
+        :meth:`advance_window`.
+        """
+        xp = self.xp
+        segment = self.segment(self.h)
+        self.rhs = xp.empty_like(segment)  # f(h) - h, the Newton step's right-hand side
+        err, q, first = self.measured(
+            "test", self.rows(segment.shape[-2]),
+            lambda: self.backend.residual_norms(segment, f_prev, self.atol, self.rtol,
+                                                out=self.rhs), f_prev)
+        if not np.isfinite(err).all():  # the iterate is finite: f(h) is not (NaN propagates)
+            self.finish_with_best(ReturnCode.NonFinite)
+            return None
+        self.stats.residual_history.append(float(err.max()) if err.size else 0.0)
+        improved = err < self.best_err
+        if improved.any():
+            window = self.h[..., self.origin : self.stop, :]
+            if self.best is None:
+                self.best = window.copy()  # (the first test of a window: every element)
+            elif improved.all():
+                self.best[...] = window
+            else:
+                self.best = xp.where(xp.asarray(improved)[..., None, None], window, self.best)
+            self.best_err = np.where(improved, err, self.best_err)
+            self.best_q = np.where(improved, q, self.best_q)
+        if (q <= 1).all():
+            if self.stop < self.problem.T:
+                return self.stop - self.start
+            self.finish(ReturnCode.Success, self.h, np.ones(q.shape, dtype=bool))
+            return None
+        if (err > self.algorithm.divergence_factor * self.best_err).any():
+            self.finish_with_best(ReturnCode.Diverged)
+            return None
+        if self.stats.iterations - self.window_began >= self.controls.maxiter:
+            self.finish_with_best(ReturnCode.MaxIters)
+            return None
+        return first
+
+    def take_rhs(self, first: int) -> Any:
+        """:math:`f(h_{t-1}) - h_t` from the last :meth:`test`, without its first ``first``
+        steps (those frozen since); the state lets go of it."""
+        rhs, self.rhs = self.rhs, None
+        return rhs[..., first:, :]
+
+    def freeze(self, first: int) -> int:
+        """Advance ``start`` past the prefix converged in every batch element; returns the
+        number of steps frozen."""
+        if not self.controls.freeze_converged:
+            return 0
+        self.start += first
+        return first
+
+    def accept(self, segment: Any) -> None:
+        """Install a new iterate on the active segment; non-finite values stop the solve."""
+        finite, step, size = self.backend.step_size(segment, self.segment(self.h))
+        if finite:
+            self.segment(self.h)[...] = segment
+        self.record_step(finite, step, size)
+
+    def accept_step(self, delta: Any) -> None:
+        """Add the step ``delta`` to the active segment; non-finite values stop the solve."""
+        self.record_step(*self.backend.apply_step(self.segment(self.h), delta))
+
+    def record_step(self, finite: bool, step: float, size: float) -> None:
+        """Count an iteration that moved the iterate by ``step`` (max norm) to an iterate of
+        max norm ``size``; stop if it was not finite (restoring the best iterate) or if the
+        steps have stalled."""
+        if not finite:
+            self.finish_with_best(ReturnCode.NonFinite)
+            return
+        size = self.atol + self.rtol * size
+        self.stats.iterations += 1
+        self.stalled_for = self.stalled_for + 1 if step <= size * 1e-3 else 0
+        if self.stalled_for >= 3:
+            self.finish_with_best(ReturnCode.Stalled)
