@@ -31,12 +31,14 @@ For the affine recurrence :math:`h_t = A_t h_{t-1} + b_t` and a cotangent
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
 
 from ._arrays import array_namespace
 from ._validation import as_float_array
+from .models.base import Model
 from .operators import TrajectoryJacobian
 from .problems import LinearRecurrenceProblem, RecurrenceProblem
 from .solution import Solution
@@ -245,5 +247,7 @@ class BPTTAdjoint(_Rule):
 
     def _recurrence(self, sol: Solution, model: Any, g: Any) -> Cotangents:
         p = sol.problem
-        params_bar, h0_bar, inputs_bar = model.bptt(p.h0, p.inputs, sol.states, g)
+        # (a duck-typed model without ``bptt``: the generic loop of its VJPs)
+        bptt = getattr(model, "bptt", None) or functools.partial(Model.bptt, model)
+        params_bar, h0_bar, inputs_bar = bptt(p.h0, p.inputs, sol.states, g)
         return Cotangents(params=params_bar, h0=h0_bar, inputs=inputs_bar)

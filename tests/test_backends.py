@@ -232,3 +232,58 @@ def test_newton_krylov_and_the_matrix_free_adjoint_share_the_operator(monkeypatc
     assert forward == sol.stats.iterations > 0
     sol.vjp(np.ones_like(sol.states)).params  # noqa: B018
     assert len(built) == forward + 1  # one window, transposed
+
+
+class _Duck:
+    """A model that is not a :class:`~pitsolve.models.Model`: the protocol's methods only
+    (no ``on``, ``bptt``, ``sequential`` or compiled hooks)."""
+
+    state_dim, input_dim, jacobian_structure = 2, 0, "dense"
+
+    def __init__(self):
+        self.params = ps.models.Params(W=np.array([[0.5, 0.2], [-0.3, 0.6]]))
+
+    def f(self, h, x=None):
+        return np.tanh(h @ self.params["W"].T)
+
+    def jacobian(self, h, x=None):
+        y = self.f(h)
+        return (1 - y * y)[..., :, None] * self.params["W"]
+
+    def f_and_jacobian(self, h, x=None):
+        return self.f(h), self.jacobian(h)
+
+    def diagonal_jacobian(self, h, x=None):
+        return np.diagonal(self.jacobian(h), axis1=-2, axis2=-1).copy()
+
+    def f_and_diagonal_jacobian(self, h, x=None):
+        return self.f(h), self.diagonal_jacobian(h)
+
+    def jvp(self, h, x, v):
+        return np.einsum("...ij,...j->...i", self.jacobian(h), v)
+
+    def vjp_h(self, h, x, u):
+        return np.einsum("...ij,...i->...j", self.jacobian(h), u)
+
+    def vjp_params(self, h, x, u):
+        g = (1 - self.f(h) ** 2) * u
+        return ps.models.Params(W=g.reshape(-1, 2).T @ np.broadcast_to(h, g.shape).reshape(-1, 2))
+
+    def vjp_inputs(self, h, x, u):
+        return None
+
+
+@pytest.mark.parametrize("alg", [ps.Sequential(), ps.DEER(), ps.DEER(backend="numpy"),
+                                 ps.NewtonKrylov(), ps.Schwarz(windows=2, overlap=5)], ids=repr)
+def test_a_duck_typed_model_solves_and_differentiates_everywhere(alg):
+    """Binding to a backend, the adjoint rules and the forced models accept a model that only
+    implements the protocol (no Model base class)."""
+    prob = ps.RecurrenceProblem(_Duck(), np.ones(2), T=50)
+    ref = ps.solve(prob, ps.Sequential(backend="numpy"))
+    sol = ps.solve(prob, alg)
+    np.testing.assert_allclose(sol.states, ref.states, rtol=1e-8, atol=1e-10)
+    g = np.ones_like(sol.states)
+    np.testing.assert_allclose(sol.vjp(g).params["W"], ref.vjp(g).params["W"], rtol=1e-7)
+    data = np.random.default_rng(0).normal(size=(40, 2))
+    loss, _ = ps.loss_and_grad(_Duck(), data, forcing=ps.GTF(alpha=0.3), solver=alg)
+    assert np.isfinite(loss)

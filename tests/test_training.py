@@ -223,3 +223,19 @@ def test_validation_keeps_the_best_model_across_resume(tmp_path):
     resumed = ps.fit(model, data, epochs=5, checkpoint=tmp_path / "c.npz", resume=True, **kw)
     assert resumed.best_epoch == 2
     np.testing.assert_array_equal(resumed.best_model.params["a"], res.best_model.params["a"])
+
+
+@pytest.mark.parametrize(("module", "name"), [
+    ("pitsolve.training", "Affine"), ("pitsolve.training", "ObservedModel"),
+    ("pitsolve.training.observation", "Identity"),
+    ("pitsolve.training.observation", "split_observed"),
+    ("pitsolve.training.forcing", "ForcedModel"),
+    ("pitsolve.training.forcing", "ForcedPredictionModel"),
+])
+def test_moved_names_warn_and_still_work(module, name):
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match=f"moved to pitsolve.models.{name}"):
+        value = getattr(importlib.import_module(module), name)
+    assert value is getattr(ps.models, name)
+    assert not hasattr(importlib.import_module(module), "NoSuchName")

@@ -92,17 +92,18 @@ class NewtonKrylov(Algorithm):
     window.
 
     Measured on the ``elman_256`` benchmark (D = 256, float64, rtol 1e-8, defaults;
-    ``python benchmarks/deer.py --memory``; shared 2-core VM):
+    ``python benchmarks/deer.py --memory``; shared 2-core VM, 2026-12-03, pitsolve's GMRES):
 
     ======  ============  =====================  ==============  ======================
     T       windows       Newton (Krylov) its.   max RSS         ``stats.peak_bytes``
     ======  ============  =====================  ==============  ======================
-    10⁴     2 × 5000      10 (125)               569 MB          338 MB
-    10⁵     12 × 8334     60 (745)               974 MB          734 MB
+    10⁴     2 × 5000      10 (125)               558 MB          338 MB
+    10⁵     12 × 8334     60 (745)               991 MB          734 MB
     ======  ============  =====================  ==============  ======================
 
-    (whole process; 212 MB of it precede the solve). Before windows and ``linearize``, one
-    window of T = 10⁵ peaked at 7.5 GB; dense DEER would hold 52 GB of Jacobians.
+    (whole process; 199 / 212 MB of it precede the solve; the solve of T = 10⁵ took 71 s,
+    89 s with SciPy's GMRES before). Before windows and ``linearize``, one window of
+    T = 10⁵ peaked at 7.5 GB; dense DEER would hold 52 GB of Jacobians.
     """
 
     restart: int = 20

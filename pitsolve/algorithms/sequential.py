@@ -49,9 +49,11 @@ class SequentialSolve(SolverState):
 
     def __init__(self, problem: RecurrenceProblem, algorithm: Sequential, controls: Controls):
         super().__init__(problem, algorithm, controls)
-        # a compiled backward loop where the forward loop is compiled; elsewhere the generic
-        # one is a Python loop over t, and one transposed scan of all Jacobians is faster
-        self.adjoint = BPTTAdjoint() if self.backend.compiled else ScanAdjoint()
+        # the model's backward loop where the forward loop is compiled (a duck-typed model
+        # without ``bptt`` aside); elsewhere BPTT is a Python loop over t, and one transposed
+        # scan of all Jacobians is faster
+        bptt = self.backend.compiled and hasattr(problem.model, "bptt")
+        self.adjoint = BPTTAdjoint() if bptt else ScanAdjoint()
 
     def step(self) -> None:
         p = self.problem

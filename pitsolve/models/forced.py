@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._arrays import array_namespace
+from ..backends import for_arrays, get_backend
 from ._loops import cotangent_like, run_loop, run_loop_bptt, sum_to
 from .base import Model, Params, step_loop
 
@@ -47,14 +48,15 @@ class _Forcing(Model):
 
     def on(self, backend: Any) -> Any:
         """The forced recurrence of the wrapped model on ``backend`` (see :meth:`Model.on`)."""
-        return type(self)(self.base.on(backend))
+        return type(self)(get_backend(backend).bind(self.base))
 
     @property
     def backend(self) -> Any:
-        return self.base.backend
+        return getattr(self.base, "backend", None)
 
     def _backend_for(self, *arrays: Any) -> Any:
-        return self.base._backend_for(*arrays)
+        base = getattr(self.base, "_backend_for", None)  # (a duck-typed model has none)
+        return for_arrays(*arrays) if base is None else base(*arrays)
 
     def regularization_target(self) -> Params:
         return self.base.regularization_target()

@@ -6,10 +6,7 @@ old names here (``ForcedModel``, ``ObservedModel``, ``Identity``, ``Affine``, ..
 one release with a :class:`DeprecationWarning`.
 """
 
-import warnings
-from typing import Any
-
-from .. import models as _models
+from .._deprecation import moved
 from . import optim
 from .checkpoint import load_checkpoint, load_model, save_checkpoint, save_model
 from .fit import FitResult, fit
@@ -37,13 +34,6 @@ __all__ = [
     "save_model",
 ]
 
-_MOVED = ("Affine", "ForcedModel", "ForcedPredictionModel", "Identity", "ObservationModel",
-          "ObservedModel")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        warnings.warn(f"pitsolve.training.{name} moved to pitsolve.models.{name}",
-                      DeprecationWarning, stacklevel=2)
-        return getattr(_models, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved(__name__, "pitsolve.models", ("Affine", "ForcedModel",
+                                                  "ForcedPredictionModel", "Identity",
+                                                  "ObservationModel", "ObservedModel"))

@@ -21,14 +21,13 @@ a model, :class:`~pitsolve.models.ForcedModel` (its Jacobian is
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any
 
 import numpy as np
 
 from .._arrays import array_namespace
+from .._deprecation import moved
 from ..models import Identity, Model
-from ..models import forced as _forced
 
 __all__ = [
     "GTF",
@@ -39,16 +38,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """``ForcedModel`` and ``ForcedPredictionModel`` moved to :mod:`pitsolve.models`; the old
-    spelling works for one release with a :class:`DeprecationWarning`."""
-    if name in ("ForcedModel", "ForcedPredictionModel"):
-        warnings.warn(f"pitsolve.training.forcing.{name} moved to pitsolve.models.{name}",
-                      DeprecationWarning, stacklevel=2)
-        return getattr(_forced, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 _ESTIMATORS = ("product", "mean", "max", "shplrnn-bound")
+
+# ForcedModel and ForcedPredictionModel moved to pitsolve.models (for one release here too)
+__getattr__ = moved(__name__, "pitsolve.models", ("ForcedModel", "ForcedPredictionModel"))
 
 
 def forcing_signal(data: Any, latent: int) -> Any:
