@@ -50,6 +50,7 @@ __all__ = [
     "bptt_shapes",
     "linearize",
     "step_loop",
+    "to_namespace",
 ]
 
 
@@ -138,6 +139,10 @@ class Params(Mapping):
     def astype(self, dtype: Any) -> Params:
         return self.map(lambda v: v.astype(dtype))
 
+    def all_finite(self) -> bool:
+        """True if no array holds NaN or Inf (checked where the arrays live)."""
+        return all(bool(array_namespace(v).isfinite(v).all()) for v in self._arrays.values())
+
 
 class Parametrized:
     """What models and vector fields share: parameters (:class:`Params`), replacing them, and
@@ -169,6 +174,15 @@ class Parametrized:
     def astype(self, dtype: Any) -> Any:
         """The same model with parameters cast to ``dtype``."""
         return self.replace(self._params.astype(dtype))
+
+    def to(self, xp: Any) -> Any:
+        """The same model with its parameters in the array namespace ``xp`` (``numpy`` or
+        ``cupy``): itself if they are there already, else a copy whose parameters were moved
+        (``xp.asarray``)."""
+        moved = self._params.map(xp.asarray)
+        if all(m is v for m, v in zip(moved.values(), self._params.values(), strict=True)):
+            return self
+        return self.replace(moved)
 
     def cached(self, name: str, compute: Callable[[], Any]) -> Any:
         """A quantity derived from the parameters, computed once per parameter set."""
@@ -222,9 +236,13 @@ class Model(Parametrized):
         its name): on ``"numba"`` built-in models evaluate with their compiled kernels, on
         ``"numpy"`` and ``"cupy"`` with the array-namespace code. A solve binds its model
         this way; an unbound model uses the default backend of the arrays it is given.
-        Parameters and cached quantities are shared with this model."""
-        new = copy.copy(self)
-        new._backend = get_backend(backend)
+        The parameters follow to the backend's device (:meth:`~Parametrized.to`); on the
+        same device they and the cached quantities are shared with this model."""
+        backend = get_backend(backend)
+        new = self.to(backend.xp)
+        if new is self:
+            new = copy.copy(self)
+        new._backend = backend
         return new
 
     @property
@@ -434,6 +452,13 @@ def _into(value: Any, out: Any) -> Any:
         return value
     out[...] = value
     return out
+
+
+def to_namespace(model: Any, xp: Any) -> Any:
+    """``model.to(xp)``: its parameters in the array namespace ``xp``; a duck-typed model
+    without ``to`` as it is."""
+    to = getattr(model, "to", None)
+    return model if to is None else to(xp)
 
 
 def linearize(model: Any, h: Any, x: Any = None) -> Linearization:

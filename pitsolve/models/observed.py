@@ -305,8 +305,13 @@ class ObservedModel(Model):
         return ObservedModel(self.latent.astype(dtype), self.observation.astype(dtype))
 
     def on(self, backend: Any) -> ObservedModel:
-        """The latent model on ``backend`` (see :meth:`Model.on`), observed alike."""
-        return ObservedModel(self.latent.on(backend), self.observation)
+        """The latent model on ``backend`` (see :meth:`Model.on`), the observation model's
+        parameters on its device."""
+        latent = self.latent.on(backend)
+        return ObservedModel(latent, self.observation.to(latent.backend.xp))
+
+    def to(self, xp: Any) -> ObservedModel:
+        return ObservedModel(self.latent.to(xp), self.observation.to(xp))
 
     @property
     def backend(self) -> Any:

@@ -168,7 +168,7 @@ def fit(
                                  optimizer=optimizer, controls=controls,
                                  regularization=regularization, seq_len=seq_len,
                                  batch_size=batch_size, seed=seed)
-    return run_epochs(trainer, model, epochs=epochs, steps_per_epoch=steps_per_epoch,
+    return run_epochs(trainer, epochs=epochs, steps_per_epoch=steps_per_epoch,
                       callbacks=callbacks, progress=progress, checkpoint=path,
                       checkpoint_every=checkpoint_every, resume=resume, validate=validate,
                       validate_every=validate_every)

@@ -49,6 +49,7 @@ import numpy as np
 from .._arrays import array_namespace, to_numpy
 from ..algorithms.schwarz import Schwarz, engine_of
 from ..models import ForcedModel, Model, Params
+from ..models.base import to_namespace
 from ..parallel import Engine
 from ..problems import RecurrenceProblem
 from ..solution import SolverError, is_successful
@@ -138,7 +139,7 @@ class LocalTraining:
         self.local = self.engine.local(self.part)
         self.count = (glob.T * self.N) * max(1, math.prod(glob.batch_shape))
         self.zhat = forcing_signal(data, self.M)
-        self.model_type = model
+        self.template = to_namespace(model, array_namespace(data))  # the data's device
         self.steps = 0
         self.windows: dict[int, _Window] = {}
         self._glob = glob
@@ -152,7 +153,7 @@ class LocalTraining:
         (``"trajectory"``) or on the data (``"data"``)."""
         if start not in ("trajectory", "data"):
             raise ValueError(f"start must be 'trajectory' or 'data', got {start!r}")
-        model, optimizer = self.model_type, self.optimizer
+        model, optimizer = self.template, self.optimizer
         alpha = getattr(self.forcing, "initial_alpha", 0.0)
         # a consistent start: the windows' initial states on the forced trajectory of θ_0
         start_sol = solve(self._glob, self.alg, engine=self.engine, **self.controls)
@@ -221,7 +222,7 @@ class LocalTraining:
         for p in self.local:
             pre = f"window/{p}/"
             c, e = self.part.covered(p)
-            shapes = {k: tuple(v.shape) for k, v in self.model_type.params.items()}
+            shapes = {k: tuple(v.shape) for k, v in self.template.params.items()}
             if p > 0:
                 shapes[_B] = (*batch, self.M)
             variables = Params({k: xp.asarray(get(f"{pre}var/{k}", shape))
@@ -264,7 +265,7 @@ class LocalTraining:
     def _problem(self, p: int, w: _Window) -> RecurrenceProblem:
         """Window p's forced recurrence: rows [s_p, e_p) from b_p."""
         c, e = self.part.covered(p)
-        model = self.model_type.replace(self._theta(w.variables))
+        model = self.template.replace(self._theta(w.variables))
         xp = array_namespace(self.data)
         a = self._weights(w.alpha)[c:e]
         a = xp.broadcast_to(xp.asarray(a, dtype=self.data.dtype), (*self.data.shape[:-2], e - c,
@@ -277,7 +278,7 @@ class LocalTraining:
         w = self.windows[p]
         if getattr(self.forcing, "adaptive", False) and self.steps % self.forcing.update_every == 0:
             c, e = self.part.covered(p)
-            w.alpha = estimate_alpha(self.model_type.replace(self._theta(w.variables)),
+            w.alpha = estimate_alpha(self.template.replace(self._theta(w.variables)),
                                      self.zhat[..., c:e, :], self.forcing, w.alpha)
         prob = self._problem(p, w)
         sol = solve(prob, self.alg.inner, h_init=w.states, **self.controls)
@@ -455,7 +456,7 @@ class LocalTraining:
         with self.engine.guard():
             vec = sum(self._theta(w.variables).flatten() for w in self.windows.values())
             vec = self.engine.allreduce(vec) / self.part.P
-        return self.model_type.replace(self._template.unflatten(vec))
+        return self.template.replace(self._template.unflatten(vec))
 
     def alpha(self) -> float:
         """The windows' mean α."""
@@ -464,6 +465,11 @@ class LocalTraining:
                          / self.part.P)
 
     # -- what the epoch loop asks (pitsolve.training.loop) --------------------------------------
+    def with_params(self, params: Any) -> Model:
+        """The model with ``params``, on the data's device (e.g. a checkpoint's best model)."""
+        xp = array_namespace(self.data)
+        return self.template.replace(Params({k: xp.asarray(v) for k, v in params.items()}))
+
     @property
     def interruptible(self) -> bool:
         """Ctrl-C can stop it at an epoch's end in one process (under MPI it aborts the job)."""

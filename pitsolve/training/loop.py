@@ -19,8 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
+from .._arrays import to_numpy
 from ..models import Model
 from .checkpoint import (
     best_arrays,
@@ -93,12 +92,11 @@ class _History:
 
 
 def _finite(model: Model) -> bool:
-    return all(bool(np.isfinite(np.asarray(v)).all()) for v in model.params.values())
+    return model.params.all_finite()
 
 
 def run_epochs(
     trainer: Any,
-    template: Model,
     *,
     epochs: int,
     steps_per_epoch: int,
@@ -110,8 +108,8 @@ def run_epochs(
     validate: Callable[[Model], float] | None = None,
     validate_every: int = 1,
 ) -> FitResult:
-    """Train with ``trainer`` (see :func:`~pitsolve.fit` for the options); ``template`` is
-    the model training started from (the best model is ``template.replace(best params)``).
+    """Train with ``trainer`` (see :func:`~pitsolve.fit` for the options); the best model is
+    ``trainer.with_params(best parameters)``.
 
     With ``resume`` the checkpoint at ``checkpoint`` is read (on the root process, then shared)
     and checked against the trainer's objective and configuration (ValueError if another
@@ -130,7 +128,7 @@ def run_epochs(
         check_resumable(path, meta, trainer.kind, trainer.config())
         trainer.load(arrays, meta)
         losses, alphas, stats, validation, best = restored_history(arrays, meta,
-                                                                   template.params)
+                                                                   trainer.template.params)
         history = _History(losses, alphas, stats, validation)
         if best is not None:
             history.best = best
@@ -148,7 +146,7 @@ def run_epochs(
             if state is None:  # not the root process
                 return
             arrays, extra = state
-            arrays.update({f"params/{k}": np.asarray(v) for k, v in model.params.items()})
+            arrays.update({f"params/{k}": to_numpy(v) for k, v in model.params.items()})
             score, epoch, best_params = history.best
             arrays.update(best_arrays(best_params, epoch))
             alpha = history.alphas[-1] if history.alphas else trainer.alpha()
@@ -219,7 +217,7 @@ def run_epochs(
     if validate is None or best_epoch == 0 or best_params is None:
         best_model, best_epoch = model, len(history.losses)
     else:
-        best_model = template.replace(best_params)
+        best_model = trainer.with_params(best_params)
     return FitResult(model=model, loss_history=history.losses, alpha_history=history.alphas,
                      stats=history.stats, epochs=len(history.losses), stopped=stopped,
                      checkpoint=path, validation_history=history.validation,

@@ -38,6 +38,7 @@ import numpy as np
 from .._arrays import array_namespace
 from .._validation import as_float_array, check_finite
 from ..models import ForcedModel, ForcedPredictionModel, Model, Params, split_observed
+from ..models.base import to_namespace
 from ..problems import RecurrenceProblem
 from ..solution import SolverError, is_successful
 from ..solve import solve
@@ -208,6 +209,7 @@ def forced_loss(
     forcing = GTF() if forcing is None else forcing
     solver = DEER() if solver is None else solver
     data = check_data(data, model)
+    model = to_namespace(model, array_namespace(data))  # parameters follow the data
     if alpha is None:
         alpha = getattr(forcing, "initial_alpha", 0.0)
     latent, observation = split_observed(model)

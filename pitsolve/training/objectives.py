@@ -32,6 +32,7 @@ import numpy as np
 
 from .._arrays import array_namespace
 from ..models import Model, Params, split_observed
+from ..models.base import to_namespace
 from ..solution import SolverError
 from .checkpoint import restore_rng, rng_state
 from .forcing import estimate_alpha
@@ -139,6 +140,7 @@ class GlobalTraining:
     def __init__(self, model: Model, data: Any, *, forcing: Any, solver: Any, optimizer: Any,
                  controls: dict[str, Any], regularization: Any = None, seq_len: int | None,
                  batch_size: int, seed: int):
+        model = to_namespace(model, array_namespace(data))  # parameters follow the data
         self.template, self.data = model, data
         self.forcing, self.solver, self.optimizer = forcing, solver, optimizer
         self.controls, self.regularization = controls, regularization
@@ -177,11 +179,17 @@ class GlobalTraining:
 
     def load(self, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
         """Continue from a checkpoint written by :meth:`state` (and the loop)."""
-        self.params = Params({k: arrays[f"params/{k}"] for k in self.params})
+        xp = array_namespace(self.data)
+        self.params = Params({k: xp.asarray(arrays[f"params/{k}"]) for k in self.params})
         self.opt_state = OptimizerState.from_arrays(arrays, self.params, prefix="opt/")
         self.rng = restore_rng(meta["rng"])
         self._alpha = meta["alpha"]
         self._model = self.template.replace(self.params)
+
+    def with_params(self, params: Any) -> Model:
+        """The model with ``params``, on the data's device (e.g. a checkpoint's best model)."""
+        xp = array_namespace(self.data)
+        return self.template.replace(Params({k: xp.asarray(v) for k, v in params.items()}))
 
     def snapshot(self) -> Any:
         """The state at the end of an epoch (everything in it is immutable or a copy)."""
@@ -216,7 +224,7 @@ class GlobalTraining:
             params, self.opt_state = self.optimizer.update(self.params, grads, self.opt_state)
         except FloatingPointError as exc:
             raise StepFailed("non-finite gradient", str(exc)) from exc
-        if not all(bool(np.isfinite(np.asarray(v)).all()) for v in params.values()):
+        if not params.all_finite():
             raise StepFailed("parameters became non-finite")
         self.params = params
         self._model = self.template.replace(params)
