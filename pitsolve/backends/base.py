@@ -46,10 +46,13 @@ class Backend:
     compiled
         True if models evaluate with their compiled (Numba) kernels on this backend; models
         read it through :meth:`~pitsolve.models.Model.on`.
+    cuda
+        True if models evaluate with their CUDA kernels (:mod:`pitsolve.kernels.cuda`).
     """
 
     name: ClassVar[str] = "numpy"
     compiled: ClassVar[bool] = False
+    cuda: bool = False
     #: kernel names of :func:`pitsolve.kernels.affine_scan` per scan method
     scan_kernels: ClassVar[dict[str, str]] = {
         "blocked": "numpy", "logdepth": "logdepth", "sequential": "loop",

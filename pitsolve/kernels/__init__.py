@@ -17,6 +17,7 @@ __all__ = ["KERNELS", "affine_scan", "affine_scan_transpose"]
 #: kernel name -> (forward, reverse, takes chunk_size, runs on CuPy)
 KERNELS = {
     "numba": ("scan_blocked", "scan_blocked_reverse", True, False),
+    "cuda": ("scan_blocked", "scan_blocked_reverse", True, True),
     "numba-sequential": ("scan_sequential", "scan_sequential_reverse", False, False),
     "numpy": ("scan_blocked", "scan_blocked_reverse", True, True),
     "logdepth": ("scan_logdepth", "scan_logdepth_reverse", False, True),
@@ -32,6 +33,8 @@ def _kernel(name: str, reverse: bool, on_gpu: bool) -> tuple[Any, bool]:
         raise ValueError(f"kernel {name!r} runs on NumPy arrays only; got CuPy arrays")
     if name.startswith("numba"):
         from . import numba_scan as module  # compiled lazily, on first use
+    elif name == "cuda":
+        from .cuda import scan as module  # needs numba-cuda (a device or the simulator)
     else:
         module = numpy_scan
     return getattr(module, rev if reverse else fwd), chunked

@@ -109,6 +109,11 @@ class ndarray(NDArrayOperatorsMixin):
         """A NumPy copy (the explicit device-to-host transfer)."""
         return self._a.copy()
 
+    def _simulator_view(self) -> np.ndarray:
+        """The memory a CUDA kernel sees under Numba's simulator (which runs kernels on
+        NumPy arrays): the wrapped array itself, so that kernels write through."""
+        return self._a
+
     # -- indexing --------------------------------------------------------------------------
     def __getitem__(self, key: Any) -> Any:
         return _wrap(self._a[_unwrap(key, allow_host=True)])

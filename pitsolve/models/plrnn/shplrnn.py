@@ -228,9 +228,23 @@ class _ShPLRNNBase(PLRNNFamily):
         """``arr`` with its rows unflattened to the leading axes of ``h``."""
         return arr.reshape(*h.shape[:-1], *tail)
 
+    def _cuda(self, h: Any, jac: str) -> tuple[Any, Any] | None:
+        """``(f, J)`` by the CUDA kernel (:mod:`._cuda`) on a backend with CUDA kernels, for
+        arrays in the parameters' dtype; else None."""
+        if not (self._backend_for(h).cuda and h.dtype == self.dtype and h.ndim >= 1):
+            return None
+        from . import _cuda
+
+        xp = array_namespace(h)
+        p = self.cached("cuda", lambda: {k: xp.ascontiguousarray(v)
+                                         for k, v in self.params.items()})
+        return _cuda.shplrnn_eval(p, self._clipped, h, jac, xp)
+
     # -- the protocol -----------------------------------------------------------------------
     def f(self, h: Any, x: Any = None) -> Any:
         r""":math:`f(z) = a \odot z + W_1 \phi(z) + h_1` (``x`` is ignored). Shape ``(..., M)``."""
+        if (gpu := self._cuda(h, "")) is not None:
+            return gpu[0]
         if self._compiled(h):
             return self._lead(h, self._eval(h, f=True)[0], self.state_dim)
         pre0, pre = self._pre(h)
@@ -244,6 +258,8 @@ class _ShPLRNNBase(PLRNNFamily):
         active units for small M, one BLAS product over all leading axes otherwise.
         """
         M = self.state_dim
+        if (gpu := self._cuda(h, "dense")) is not None:
+            return gpu[1]
         if self._compiled(h):
             return self._lead(h, self._eval(h, jac="dense")[1], M, M)
         return self._J_from_mask(self._mask(*self._pre(h)))
@@ -251,6 +267,8 @@ class _ShPLRNNBase(PLRNNFamily):
     def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
         """:math:`f` and :math:`J` from one evaluation of the pre-activations."""
         M = self.state_dim
+        if (gpu := self._cuda(h, "dense")) is not None:
+            return gpu
         if self._compiled(h):
             F, J, *_ = self._eval(h, f=True, jac="dense")
             return self._lead(h, F, M), self._lead(h, J, M, M)
@@ -259,6 +277,8 @@ class _ShPLRNNBase(PLRNNFamily):
 
     def diagonal_jacobian(self, h: Any, x: Any = None) -> Any:
         r""":math:`\operatorname{diag} J = a + m\,C`, :math:`C_{ji} = (W_1)_{ij} (W_2)_{ji}`."""
+        if (gpu := self._cuda(h, "diag")) is not None:
+            return gpu[1]
         if self._compiled(h):
             return self._lead(h, self._eval(h, jac="diag")[1], self.state_dim)
         xp = array_namespace(h)
@@ -267,6 +287,8 @@ class _ShPLRNNBase(PLRNNFamily):
     def f_and_diagonal_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
         """:math:`f` and :math:`\\operatorname{diag} J` from one pass over the pre-activations."""
         M = self.state_dim
+        if (gpu := self._cuda(h, "diag")) is not None:
+            return gpu
         if self._compiled(h):
             F, Dg, *_ = self._eval(h, f=True, jac="diag")
             return self._lead(h, F, M), self._lead(h, Dg, M)

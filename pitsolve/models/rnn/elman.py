@@ -104,7 +104,16 @@ class Elman(Model):
         return self.f_and_jacobian(h, x)[1]
 
     def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
-        r""":math:`f` and :math:`J = \operatorname{diag}(1 - f^2)\, W` from one evaluation."""
+        r""":math:`f` and :math:`J = \operatorname{diag}(1 - f^2)\, W` from one evaluation (on
+        a backend with CUDA kernels: one kernel, :mod:`pitsolve.models.rnn._cuda`)."""
+        if self._backend_for(h, x).cuda:
+            from . import _cuda
+
+            xp = array_namespace(h, x)
+            x = check_inputs(self, x)
+            p = _arrays(self, xp, _compute_dtype(h, x))
+            P = p["b"] if x is None else xp.matmul(x, p["U"].T) + p["b"]
+            return _cuda.elman_eval(p["W"], h.astype(P.dtype, copy=False), P, xp)
         _, y, p = self._out(h, x)
         return y, (1 - y * y)[..., :, None] * p["W"]
 

@@ -137,7 +137,18 @@ class GRU(Model):
         return self.f_and_jacobian(h, x)[1]
 
     def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
-        """f and its dense Jacobian from one evaluation of the gates."""
+        """f and its dense Jacobian from one evaluation of the gates (on a backend with CUDA
+        kernels: one kernel, :mod:`pitsolve.models.rnn._cuda`)."""
+        if self._backend_for(h, x).cuda:
+            from . import _cuda
+
+            xp = array_namespace(h, x)
+            x = check_inputs(self, x)
+            dtype = _compute_dtype(h, x)
+            p, s = _arrays(self, xp, dtype), self._stacked(xp, dtype)
+            P = s["b"] if x is None else xp.matmul(x, s["U"].T) + s["b"]
+            return _cuda.gru_eval(p["Wz"], p["Wr"], p["Wn"], h.astype(dtype, copy=False), P,
+                                  xp)
         xp, p, _, z, r, n = self._gates(h, x)
         D = self.state_dim
         dh = h - n

@@ -1,0 +1,244 @@
+"""The CUDA kernels, checked without a GPU (issue 13).
+
+* every registered kernel compiles to PTX for sm_80 and sm_90 (no driver needed), and the
+  registry holds exactly the kernels listed here;
+* under Numba's CUDA simulator (marker ``cudasim``, run with ``NUMBA_ENABLE_CUDASIM=1``;
+  ``test_the_simulated_suite_passes`` starts that run from a plain ``pytest``), every kernel
+  equals its NumPy twin on small cases — odd T, T = 1, block edges, chunk lengths 1..64,
+  float32/64, NaN — and solves on CuPy arrays (the stand-in) run on the kernels end to end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pitsolve as ps
+from pitsolve.kernels import numpy_scan, residual, update
+from pitsolve.kernels.cuda import registry
+from pitsolve.testing import cudasim, fake_cupy
+
+HAS_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
+SIMULATING = registry.simulating()
+needs_simulator = pytest.mark.skipif(
+    not SIMULATING, reason="runs under NUMBA_ENABLE_CUDASIM=1 (test_the_simulated_suite_passes)"
+)
+if SIMULATING:
+    cudasim.prepare()
+
+#: Every CUDA kernel of pitsolve. A kernel missing here fails test_every_kernel_compiles.
+KERNELS = [
+    "cuda.reductions.nonfinite_kernel",
+    "cuda.reductions.residual_kernel",
+    "cuda.reductions.step_kernel",
+    "cuda.scan.dense_apply",
+    "cuda.scan.dense_carries",
+    "cuda.scan.dense_reduce",
+    "cuda.scan.diag_apply",
+    "cuda.scan.diag_carries",
+    "cuda.scan.diag_reduce",
+    "plrnn._cuda.shplrnn_kernel",
+    "rnn._cuda.elman_kernel",
+    "rnn._cuda.gru_kernel",
+]
+
+
+@pytest.mark.skipif(not HAS_NUMBA_CUDA or SIMULATING, reason="needs numba-cuda, no simulator")
+def test_every_kernel_compiles_to_ptx_for_sm80_and_sm90():
+    from numba import cuda
+
+    found = registry.kernels()
+    assert sorted(found) == KERNELS, "a kernel was added or removed: update KERNELS"
+    compiled = []
+    for name, kernel in sorted(found.items()):
+        assert {s.split("(")[1].split("[")[0] for s in kernel.signatures} == {"float32",
+                                                                              "float64"}
+        for sig in kernel.signatures:
+            for cc in ((8, 0), (9, 0)):
+                ptx, _ = cuda.compile_ptx(kernel.dispatcher.py_func, sig, cc=cc)
+                assert f".target sm_{cc[0]}{cc[1]}" in ptx and ".entry" in ptx
+                compiled.append((name, sig, cc))
+    print(f"compiled {len(compiled)} kernels x signatures x architectures")
+    assert len(compiled) == 4 * len(KERNELS)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_NUMBA_CUDA or SIMULATING, reason="needs numba-cuda, no simulator")
+def test_the_simulated_suite_passes():
+    """Plain ``pytest`` runs the ``cudasim`` tests too: in a child process with the simulator on
+    (it must be set before ``numba.cuda`` is imported)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "cudasim", "-p", "no:cacheprovider",
+         str(Path(__file__).relative_to(root))],
+        cwd=root, env=env, capture_output=True, text=True, timeout=1200,
+    )
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and " skipped" not in run.stdout.splitlines()[-1]
+
+
+# -- under the simulator ------------------------------------------------------------------------
+
+_TOL = {np.float32: 2e-4, np.float64: 1e-11}
+
+
+def _maps(rng, dense, B, T, D, dtype):
+    shape = (B, T, D, D) if dense else (B, T, D)
+    scale = 1 / np.sqrt(D) if dense else 1.0
+    A = (rng.uniform(-1.1, 1.1, shape) * scale).astype(dtype)
+    return A, rng.normal(size=(B, T, D)).astype(dtype), rng.normal(size=(B, D)).astype(dtype)
+
+
+@pytest.mark.cudasim
+@needs_simulator
+@settings(max_examples=40, deadline=None)
+@given(dense=st.booleans(), B=st.integers(1, 3), T=st.integers(1, 40), D=st.integers(1, 4),
+       chunk=st.one_of(st.none(), st.integers(1, 64)), f32=st.booleans(), seed=st.integers(0, 99))
+def test_scans_equal_the_loop(dense, B, T, D, chunk, f32, seed):
+    from pitsolve.kernels.cuda import scan
+
+    dtype = np.float32 if f32 else np.float64
+    A, b, h0 = _maps(np.random.default_rng(seed), dense, B, T, D, dtype)
+    tol = _TOL[dtype]
+    fwd = scan.scan_blocked(A, b, h0, chunk_size=chunk)
+    assert fwd.dtype == dtype
+    np.testing.assert_allclose(fwd, numpy_scan.scan_loop(A, b, h0), rtol=tol, atol=tol)
+    rev = scan.scan_blocked_reverse(A, b, chunk_size=chunk)
+    np.testing.assert_allclose(rev, numpy_scan.scan_loop_reverse(A, b), rtol=tol, atol=tol)
+
+
+@pytest.mark.cudasim
+@needs_simulator
+@pytest.mark.parametrize("dense", [False, True])
+def test_many_chunks_take_the_recursive_carries(dense, monkeypatch):
+    from pitsolve.kernels.cuda import scan
+
+    monkeypatch.setattr(scan, "_SEQUENTIAL_CARRIES", 2)
+    A, b, h0 = _maps(np.random.default_rng(3), dense, 2, 47, 2, np.float64)
+    for chunk in (1, 2, 5):  # 47, 24 and 10 chunks: two and three levels
+        np.testing.assert_allclose(scan.scan_blocked(A, b, h0, chunk_size=chunk),
+                                   numpy_scan.scan_loop(A, b, h0), rtol=1e-12)
+        np.testing.assert_allclose(scan.scan_blocked_reverse(A, b, chunk_size=chunk),
+                                   numpy_scan.scan_loop_reverse(A, b), rtol=1e-12)
+
+
+@pytest.mark.cudasim
+@needs_simulator
+@pytest.mark.parametrize("dense", [False, True])
+def test_scans_propagate_nan_and_flush_contracting_products(dense):
+    from pitsolve.kernels.cuda import scan
+
+    A, b, h0 = _maps(np.random.default_rng(4), dense, 1, 30, 2, np.float64)
+    b[0, 11, 1] = np.nan
+    out = scan.scan_blocked(A, b, h0, chunk_size=4)
+    assert np.isfinite(out[0, :11]).all() and np.isnan(out[0, 11:]).any()
+    assert np.isnan(out[0, 11:]).any(axis=-1).all() if not dense else np.isnan(out[0, 12:]).all()
+    # strongly contracting: every product below tiny after a few steps, no subnormal result
+    A = np.full_like(A, 1e-120)
+    out = scan.scan_blocked(A, np.ones_like(b), h0, chunk_size=7)
+    np.testing.assert_allclose(out, numpy_scan.scan_loop(A, np.ones_like(b), h0), rtol=1e-14)
+
+
+@pytest.mark.cudasim
+@needs_simulator
+@settings(max_examples=25, deadline=None)
+@given(B=st.integers(1, 3), T=st.integers(1, 30), D=st.integers(1, 3), f32=st.booleans(),
+       nan=st.booleans(), write=st.booleans(), seed=st.integers(0, 99))
+def test_reductions_equal_their_twins(B, T, D, f32, nan, write, seed):
+    from pitsolve.kernels.cuda import reductions
+
+    rng = np.random.default_rng(seed)
+    dtype = np.float32 if f32 else np.float64
+    h = rng.normal(size=(B, T, D)).astype(dtype)
+    f = (h + rng.choice([1e-6, 1e-2], size=h.shape) * rng.normal(size=h.shape)).astype(dtype)
+    if nan:
+        h[rng.integers(B), rng.integers(T), rng.integers(D)] = np.nan
+    out, ref_out = (np.empty_like(h), np.empty_like(h)) if write else (None, None)
+    got = reductions.residual_norms(h, f, 1e-4, 1e-3, out)
+    want = residual.residual_norms_xp(h, f, 1e-4, 1e-3, ref_out)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)  # NaN where NaN
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
+    assert got[2] == want[2]
+    if write:
+        np.testing.assert_array_equal(out, ref_out)
+    assert reductions.all_finite(h) == update.all_finite_xp(h)
+    d = rng.normal(size=h.shape).astype(dtype)
+    assert reductions.step_size(h, d) == update.step_size_xp(h, d)
+    h2 = h.copy()
+    assert reductions.apply_step(h, d) == update.apply_step_xp(h2, d)
+    np.testing.assert_array_equal(h, h2)
+
+
+def _numpy_model(model):
+    return model.on("numpy")
+
+
+@pytest.mark.cudasim
+@needs_simulator
+@pytest.mark.parametrize("model", [
+    ps.models.ShPLRNN(3, 7, seed=1), ps.models.ClippedShPLRNN(4, 6, seed=2),
+    ps.models.Elman(3, 2, seed=1), ps.models.GRU(3, 2, seed=1), ps.models.GRU(2, seed=4),
+], ids=lambda m: f"{type(m).__name__}-{m.state_dim}")
+@pytest.mark.parametrize("f32", [False, True])
+def test_model_kernels_equal_the_array_code(model, f32):
+    rng = np.random.default_rng(5)
+    dtype = np.float32 if f32 else np.float64
+    model = model.astype(dtype) if hasattr(model, "astype") else model
+    h = rng.normal(size=(2, 5, model.state_dim)).astype(dtype)
+    x = rng.normal(size=(2, 5, model.input_dim)).astype(dtype) if model.input_dim else None
+    tol = _TOL[dtype]
+    ref = _numpy_model(model)
+    with fake_cupy.installed() as cp:
+        gpu = model.on("cupy")
+        assert gpu.backend.cuda
+        xd = None if x is None else cp.asarray(x)
+        pairs = [(gpu.f_and_jacobian(cp.asarray(h), xd), ref.f_and_jacobian(h, x)),
+                 (gpu.f_and_diagonal_jacobian(cp.asarray(h), xd),
+                  ref.f_and_diagonal_jacobian(h, x)),
+                 ((gpu.f(cp.asarray(h), xd),), (ref.f(h, x),))]
+        for got, want in pairs:
+            for g, w in zip(got, want, strict=True):
+                assert g.dtype == w.dtype
+                np.testing.assert_allclose(g.get(), w, rtol=tol, atol=tol)
+
+
+@pytest.mark.cudasim
+@needs_simulator
+@pytest.mark.parametrize("alg", [ps.DEER(), ps.DEER(jacobian="diagonal"),
+                                 ps.DEER(damping=ps.LevenbergMarquardt()),
+                                 ps.NewtonKrylov(), ps.Schwarz(windows=2, overlap=4)], ids=repr)
+@pytest.mark.parametrize("name", ["shplrnn", "clipped", "elman", "gru"])
+def test_solves_and_gradients_run_on_the_kernels(name, alg):
+    """A solve on (stand-in) CuPy arrays runs the CUDA kernels end to end and gives the NumPy
+    backend's trajectory and gradient."""
+    rng = np.random.default_rng(0)
+    model = {"shplrnn": ps.models.ShPLRNN(3, 8, seed=1),
+             "clipped": ps.models.ClippedShPLRNN(3, 8, seed=1),
+             "elman": ps.models.Elman(4, 2, seed=1), "gru": ps.models.GRU(3, 2, seed=1)}[name]
+    T = 13
+    h0 = 0.1 * rng.normal(size=model.state_dim)
+    x = rng.normal(size=(T, model.input_dim)) if model.input_dim else None
+    ref = ps.solve(ps.RecurrenceProblem(model, h0, inputs=x, T=None if x is not None else T),
+                   alg, backend="numpy", rtol=1e-10, atol=1e-12)
+    g = rng.normal(size=ref.states.shape)
+    ref_cot = ref.vjp(g)
+    with fake_cupy.installed() as cp:
+        dev = ps.RecurrenceProblem(model, cp.asarray(h0),
+                                   inputs=None if x is None else cp.asarray(x),
+                                   T=None if x is not None else T)
+        sol = ps.solve(dev, alg, rtol=1e-10, atol=1e-12)
+        assert ps.is_successful(sol) and sol.backend.cuda
+        np.testing.assert_allclose(sol.states.get(), ref.states, rtol=1e-9, atol=1e-11)
+        cot = sol.vjp(cp.asarray(g))
+        np.testing.assert_allclose(cot.params.flatten().get(), ref_cot.params.flatten(),
+                                   rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(cot.h0.get(), ref_cot.h0, rtol=1e-7, atol=1e-9)
