@@ -38,6 +38,7 @@ import numpy as np
 from numba import cuda
 
 from ..._arrays import array_namespace
+from ._device import split_index
 from .registry import launch, register
 
 __all__ = ["MAX_DENSE", "TARGET_THREADS", "chunk_length", "scan_blocked",
@@ -77,9 +78,7 @@ def diag_reduce(A, b, L, rev, floor, Phi, e):  # pragma: no cover - device code
     C = Phi.shape[1]
     if i >= Bn * C * D:
         return
-    d = i % D
-    c = (i // D) % C
-    bi = i // (C * D)
+    bi, c, d = split_index(i, D, C)
     zero = floor * 0
     phi = zero + 1
     acc = zero
@@ -102,9 +101,7 @@ def diag_apply(A, b, L, rev, floor, carry, out):  # pragma: no cover - device co
     C = carry.shape[1]
     if i >= Bn * C * D:
         return
-    d = i % D
-    c = (i // D) % C
-    bi = i // (C * D)
+    bi, c, d = split_index(i, D, C)
     h = carry[bi, c, d]
     zero = floor * 0
     for s in range(c * L, min(T, (c + 1) * L)):
@@ -162,9 +159,7 @@ def dense_reduce(A, b, L, rev, floor, Phi, e):  # pragma: no cover - device code
     C = Phi.shape[1]
     if i >= Bn * C * (D + 1):
         return
-    k = i % (D + 1)
-    c = (i // (D + 1)) % C
-    bi = i // (C * (D + 1))
+    bi, c, k = split_index(i, D + 1, C)
     v = cuda.local.array(MAX_DENSE, b.dtype)
     w = cuda.local.array(MAX_DENSE, b.dtype)
     zero = floor * 0
@@ -193,8 +188,7 @@ def dense_apply(A, b, L, rev, floor, carry, out):  # pragma: no cover - device c
     C = carry.shape[1]
     if i >= Bn * C:
         return
-    c = i % C
-    bi = i // C
+    bi, c, _ = split_index(i, 1, C)
     v = cuda.local.array(MAX_DENSE, b.dtype)
     w = cuda.local.array(MAX_DENSE, b.dtype)
     for r in range(D):

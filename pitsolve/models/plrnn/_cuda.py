@@ -21,6 +21,7 @@ from typing import Any
 
 from numba import cuda
 
+from ...kernels.cuda._device import split_index
 from ...kernels.cuda.registry import launch, register
 
 __all__ = ["shplrnn_eval"]
@@ -39,8 +40,7 @@ def shplrnn_kernel(a, W1, W2, h1, h2, clipped, Z, jac, F, J, Dg):  # pragma: no 
     L = W2.shape[0]
     if t >= N * M:
         return
-    n = t // M
-    i = t % M
+    n, _, i = split_index(t, M, 1)
     zero = a[i] * 0
     fi = a[i] * Z[n, i] + h1[i]
     if jac == 2:

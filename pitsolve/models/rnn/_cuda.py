@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
+from ...kernels.cuda._device import split_index
 from ...kernels.cuda.registry import launch, register
 
 __all__ = ["elman_eval", "gru_eval"]
@@ -42,8 +43,7 @@ def elman_kernel(W, H, P, F, J):  # pragma: no cover - device code
     N, D = H.shape
     if t >= N * D:
         return
-    n = t // D
-    i = t % D
+    n, _, i = split_index(t, D, 1)
     u = P[n, i]
     for k in range(D):
         u += W[i, k] * H[n, k]
@@ -80,8 +80,7 @@ def gru_kernel(Wz, Wr, Wn, H, P, F, J):  # pragma: no cover - device code
     N, D = H.shape
     if t >= N * D:
         return
-    n = t // D
-    i = t % D
+    n, _, i = split_index(t, D, 1)
     z = _gate(Wz, H, P, n, i, 0)
     u = P[n, 2 * D + i]
     for k in range(D):
