@@ -36,6 +36,7 @@ if SIMULATING:
 
 #: Every CUDA kernel of pitsolve. A kernel missing here fails test_every_kernel_compiles.
 KERNELS = [
+    "cuda.lookback.diag_lookback",
     "cuda.reductions.nonfinite_kernel",
     "cuda.reductions.residual_kernel",
     "cuda.reductions.step_kernel",
@@ -114,6 +115,42 @@ def test_scans_equal_the_loop(dense, B, T, D, chunk, f32, seed):
     np.testing.assert_allclose(fwd, numpy_scan.scan_loop(A, b, h0), rtol=tol, atol=tol)
     rev = scan.scan_blocked_reverse(A, b, chunk_size=chunk)
     np.testing.assert_allclose(rev, numpy_scan.scan_loop_reverse(A, b), rtol=tol, atol=tol)
+
+
+@pytest.mark.cudasim
+@needs_simulator
+@settings(max_examples=15, deadline=None)
+@given(B=st.integers(1, 2), T=st.integers(1, 300), D=st.integers(1, 3), f32=st.booleans(),
+       seed=st.integers(0, 99))
+def test_the_one_pass_scan_equals_the_loop(B, T, D, f32, seed):
+    """The decoupled look-back (tiles of 8 threads x 8 steps here: up to 5 tiles per lane),
+    forward and transposed; the default of diagonal scans without a chunk size."""
+    from pitsolve.kernels.cuda import lookback, scan
+
+    dtype = np.float32 if f32 else np.float64
+    A, b, h0 = _maps(np.random.default_rng(seed), False, B, T, D, dtype)
+    tol = _TOL[dtype]
+    fwd = lookback.scan_lookback(A, b, h0, False)
+    np.testing.assert_allclose(fwd, numpy_scan.scan_loop(A, b, h0), rtol=tol, atol=tol)
+    np.testing.assert_array_equal(scan.scan_blocked(A, b, h0), fwd)  # the default route
+    rev = lookback.scan_lookback(A, b, np.zeros_like(h0), True)
+    np.testing.assert_allclose(rev, numpy_scan.scan_loop_reverse(A, b), rtol=tol, atol=tol)
+
+
+@pytest.mark.cudasim
+@needs_simulator
+def test_the_one_pass_scan_propagates_nan_and_flushes():
+    from pitsolve.kernels.cuda import lookback
+
+    A, b, h0 = _maps(np.random.default_rng(7), False, 1, 150, 2, np.float64)
+    b[0, 100, 1] = np.nan
+    out = lookback.scan_lookback(A, b, h0, False)
+    assert np.isfinite(out[0, :100]).all() and np.isfinite(out[0, :, 0]).all()
+    assert np.isnan(out[0, 100:, 1]).all()
+    A = np.full_like(A, 1e-200)
+    b = np.ones_like(b)
+    np.testing.assert_allclose(lookback.scan_lookback(A, b, h0, False),
+                               numpy_scan.scan_loop(A, b, h0), rtol=1e-14)
 
 
 @pytest.mark.cudasim

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FLOATS", "SIM_THREADS", "THREADS", "Kernel", "available", "blocks", "kernels", "launch",
-           "register", "simulating"]
+__all__ = ["FLOATS", "SIM_THREADS", "THREADS", "Kernel", "available", "block_size", "blocks",
+           "kernels", "launch", "register", "simulating"]
 
 #: The float types every kernel is compiled for.
 FLOATS = ("float32", "float64")
@@ -96,6 +96,12 @@ def kernels() -> dict[str, Kernel]:
     for name in _kernel_modules():
         importlib.import_module(name)
     return dict(_REGISTRY)
+
+
+def block_size() -> int:
+    """Threads per block of :func:`launch` for ``n`` ≥ that many work items: :data:`THREADS`,
+    :data:`SIM_THREADS` under the simulator (kernels that tile by the block size ask)."""
+    return SIM_THREADS if simulating() else THREADS
 
 
 def blocks(n: int, threads: int = THREADS) -> int:

@@ -38,16 +38,20 @@ import numpy as np
 from numba import cuda
 
 from ..._arrays import array_namespace
-from ._device import split_index
+from ._device import diag_map, split_index
 from .registry import launch, register
 
-__all__ = ["MAX_DENSE", "TARGET_THREADS", "chunk_length", "scan_blocked",
+__all__ = ["LOOKBACK_MAX_D", "MAX_DENSE", "TARGET_THREADS", "chunk_length", "scan_blocked",
            "scan_blocked_reverse"]
 
 #: Largest state dimension of the dense kernels (their per-thread vectors have this size).
 MAX_DENSE = 32
 #: Threads the default chunk length aims at (a few per CUDA core of a large GPU).
 TARGET_THREADS = 1 << 16
+#: Largest D for which a diagonal scan without an explicit chunk size runs the one-pass
+#: kernel of :mod:`pitsolve.kernels.cuda.lookback` (its blocks read one lane's steps
+#: coalesced; for larger D the lanes of this module's kernels are).
+LOOKBACK_MAX_D = 16
 #: Chunks up to which the carries run in one sequential pass (beyond: recursively).
 _SEQUENTIAL_CARRIES = 256
 
@@ -56,17 +60,6 @@ _DENSE = "{f}[:, :, :, ::1]"
 
 
 # -- diagonal maps --------------------------------------------------------------------------
-@cuda.jit(device=True, inline=True)
-def _diag_map(A, b, bi, T, s, d, rev, zero):  # pragma: no cover - device code
-    """``(a, b)`` of step s: forward ``(A_s, b_s)``, reverse ``(A_{t+1}, g_t)``, t = T-1-s
-    (``zero`` at t = T-1)."""
-    if rev:
-        t = T - 1 - s
-        a = A[bi, t + 1, d] if t + 1 < T else zero
-        return a, b[bi, t, d]
-    return A[bi, s, d], b[bi, s, d]
-
-
 @register(f"void({_DIAG}, {_DIAG}, int64, int64, {{f}}, {_DIAG}, {_DIAG})")
 @cuda.jit
 def diag_reduce(A, b, L, rev, floor, Phi, e):  # pragma: no cover - device code
@@ -83,7 +76,7 @@ def diag_reduce(A, b, L, rev, floor, Phi, e):  # pragma: no cover - device code
     phi = zero + 1
     acc = zero
     for s in range(c * L, min(T, (c + 1) * L)):
-        a, bb = _diag_map(A, b, bi, T, s, d, rev, zero)
+        a, bb = diag_map(A, b, bi, T, s, d, rev, zero)
         acc = a * acc + bb
         phi = a * phi
         if abs(phi) < floor:
@@ -105,7 +98,7 @@ def diag_apply(A, b, L, rev, floor, carry, out):  # pragma: no cover - device co
     h = carry[bi, c, d]
     zero = floor * 0
     for s in range(c * L, min(T, (c + 1) * L)):
-        a, bb = _diag_map(A, b, bi, T, s, d, rev, zero)
+        a, bb = diag_map(A, b, bi, T, s, d, rev, zero)
         h = a * h + bb
         out[bi, T - 1 - s if rev else s, d] = h
 
@@ -241,6 +234,10 @@ def _scan(A: Any, b: Any, h0: Any, rev: bool, chunk_size: int | None) -> Any:
     Bn, T, D = b.shape
     A, h0 = (xp.ascontiguousarray(x, dtype=b.dtype) for x in (A, h0))
     dense = A.ndim == 4
+    if not dense and not chunk_size and D <= LOOKBACK_MAX_D:
+        from .lookback import scan_lookback
+
+        return scan_lookback(A, b, h0, rev)
     if dense and D > MAX_DENSE:
         raise ValueError(f"the dense CUDA scan takes D <= {MAX_DENSE}, got D = {D}")
     lanes = D + 1 if dense else D
