@@ -152,3 +152,11 @@ def test_shplrnn_parameters_follow_the_data_to_the_device(cp):
     np.testing.assert_allclose(f.get(), model.f(h0), rtol=1e-14)
     with pytest.raises(TypeError, match="fake cupy"):
         model.on("numpy").f(cp.asarray(h0))  # host parameters, device state: refused
+
+
+def test_use_local_device_needs_a_device():
+    from types import SimpleNamespace
+
+    cupy = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=lambda: 0)))
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        ps.parallel.use_local_device(cupy=cupy)

@@ -96,3 +96,12 @@ def test_cli_trains_on_mpi_ranks_like_the_serial_engine(tmp_path):
         reports[engine] = json.loads((out / "report.json").read_text())
     assert reports["mpi"]["loss_history"] == pytest.approx(reports["serial"]["loss_history"],
                                                            rel=1e-12)
+
+
+def test_each_rank_uses_the_device_of_its_node_local_rank():
+    out = mpirun("local_device.py", 3)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [r["local"] for r in report] == [[0, 3], [1, 3], [2, 3]]  # one node here
+    assert [r["device"] for r in report] == [0, 1, 0]
+    assert [r["used"] for r in report] == [[0], [1], [0]]

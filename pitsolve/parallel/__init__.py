@@ -4,6 +4,7 @@ Below the models and algorithms: engines move data between neighbouring windows 
 when asked; they never compute.
 """
 
+from .devices import local_rank, use_local_device
 from .engines import ENGINES, Engine, MPIEngine, SerialEngine, ThreadEngine, make_engine
 from .partition import Partition
 
@@ -14,5 +15,7 @@ __all__ = [
     "Partition",
     "SerialEngine",
     "ThreadEngine",
+    "local_rank",
     "make_engine",
+    "use_local_device",
 ]
