@@ -46,6 +46,7 @@ KERNELS = [
     "cuda.scan.diag_apply",
     "cuda.scan.diag_carries",
     "cuda.scan.diag_reduce",
+    "plrnn._cuda.alrnn_kernel",
     "plrnn._cuda.shplrnn_kernel",
     "rnn._cuda.elman_kernel",
     "rnn._cuda.gru_kernel",
@@ -223,6 +224,7 @@ def _numpy_model(model):
 @needs_simulator
 @pytest.mark.parametrize("model", [
     ps.models.ShPLRNN(3, 7, seed=1), ps.models.ClippedShPLRNN(4, 6, seed=2),
+    ps.models.ALRNN(4, 2, seed=3), ps.models.ALRNN(3, 0, seed=3),
     ps.models.Elman(3, 2, seed=1), ps.models.GRU(3, 2, seed=1), ps.models.GRU(2, seed=4),
 ], ids=lambda m: f"{type(m).__name__}-{m.state_dim}")
 @pytest.mark.parametrize("f32", [False, True])
@@ -253,13 +255,14 @@ def test_model_kernels_equal_the_array_code(model, f32):
 @pytest.mark.parametrize("alg", [ps.DEER(), ps.DEER(jacobian="diagonal"),
                                  ps.DEER(damping=ps.LevenbergMarquardt()),
                                  ps.NewtonKrylov(), ps.Schwarz(windows=2, overlap=4)], ids=repr)
-@pytest.mark.parametrize("name", ["shplrnn", "clipped", "elman", "gru"])
+@pytest.mark.parametrize("name", ["shplrnn", "clipped", "alrnn", "elman", "gru"])
 def test_solves_and_gradients_run_on_the_kernels(name, alg):
     """A solve on (stand-in) CuPy arrays runs the CUDA kernels end to end and gives the NumPy
     backend's trajectory and gradient."""
     rng = np.random.default_rng(0)
     model = {"shplrnn": ps.models.ShPLRNN(3, 8, seed=1),
              "clipped": ps.models.ClippedShPLRNN(3, 8, seed=1),
+             "alrnn": ps.models.ALRNN(3, 2, seed=1),
              "elman": ps.models.Elman(4, 2, seed=1), "gru": ps.models.GRU(3, 2, seed=1)}[name]
     T = 13
     h0 = 0.1 * rng.normal(size=model.state_dim)

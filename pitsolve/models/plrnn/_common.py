@@ -54,6 +54,20 @@ class PLRNNFamily(Model):
         """M, the latent (state) dimension."""
         return self.state_dim
 
+    def _cuda_params(self, z: Any) -> dict[str, Any] | None:
+        """The parameters as contiguous device arrays for the CUDA kernels (``_cuda``), if
+        they serve ``z``: a backend with CUDA kernels, ``z`` in the parameters' dtype and
+        M ≤ ``_cuda.MAX_STATE``; else None."""
+        if not (self._backend_for(z).cuda and z.dtype == self.dtype and z.ndim >= 1):
+            return None
+        from ._cuda import MAX_STATE
+
+        if self.state_dim > MAX_STATE:
+            return None
+        xp = array_namespace(z)
+        return self.cached("cuda", lambda: {k: xp.ascontiguousarray(v)
+                                            for k, v in self.params.items()})
+
     def regularization_target(self) -> Params:
         r""":math:`a^\star = 1`, every other parameter 0."""
 

@@ -1,7 +1,8 @@
 r"""The almost-linear RNN (ALRNN; MATH.md §5, the maths in :mod:`pitsolve.models.plrnn`).
 
-Its loops over time are compiled on the Numba backend (``_loops``); its evaluations are the
-array-namespace code on every backend.
+Its loops over time are compiled on the Numba backend (``_loops``); on a backend with CUDA
+kernels f and its Jacobian are one kernel (``_cuda``); elsewhere its evaluations are the
+array-namespace code.
 """
 
 from __future__ import annotations
@@ -116,20 +117,43 @@ class ALRNN(PLRNNFamily):
         return _add_diagonal(J.reshape(*J.shape[:-2], M * M), self.params["a"], M)
 
     # -- the protocol -----------------------------------------------------------------------
+    def _cuda(self, h: Any, jac: str) -> tuple[Any, Any] | None:
+        """``(f, J)`` by the CUDA kernel, or None where it does not serve ``h``."""
+        p = self._cuda_params(h)
+        if p is None:
+            return None
+        from . import _cuda
+
+        return _cuda.alrnn_eval(p, self.relu_units, h, jac, array_namespace(h))
+
     def f(self, h: Any, x: Any = None) -> Any:
         r""":math:`f(z) = a \odot z + W \Phi(z) + h` (``x`` is ignored). Shape ``(..., M)``."""
+        if (gpu := self._cuda(h, "")) is not None:
+            return gpu[0]
         return self._f_from(h, self._phi(h))
 
     def jacobian(self, h: Any, x: Any = None) -> Any:
         r""":math:`J = \operatorname{diag}(a) + W \operatorname{diag}(\Phi'(z))`, ``(…, M, M)``."""
+        if (gpu := self._cuda(h, "dense")) is not None:
+            return gpu[1]
         return self._J_from(self._dphi(h))
 
     def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
         """:math:`f` and :math:`J` together."""
+        if (gpu := self._cuda(h, "dense")) is not None:
+            return gpu
         return self._f_from(h, self._phi(h)), self._J_from(self._dphi(h))
+
+    def f_and_diagonal_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
+        r""":math:`f` and :math:`\operatorname{diag} J` together."""
+        if (gpu := self._cuda(h, "diag")) is not None:
+            return gpu
+        return self.f(h, x), self.diagonal_jacobian(h, x)
 
     def diagonal_jacobian(self, h: Any, x: Any = None) -> Any:
         r""":math:`\operatorname{diag} J = a + \operatorname{diag}(W) \odot \Phi'(z)`."""
+        if (gpu := self._cuda(h, "diag")) is not None:
+            return gpu[1]
         return self.params["a"] + self._diagW() * self._dphi(h)
 
     def jvp(self, h: Any, x: Any, v: Any) -> Any:

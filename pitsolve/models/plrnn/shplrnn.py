@@ -231,14 +231,12 @@ class _ShPLRNNBase(PLRNNFamily):
     def _cuda(self, h: Any, jac: str) -> tuple[Any, Any] | None:
         """``(f, J)`` by the CUDA kernel (:mod:`._cuda`) on a backend with CUDA kernels, for
         arrays in the parameters' dtype; else None."""
-        if not (self._backend_for(h).cuda and h.dtype == self.dtype and h.ndim >= 1):
+        p = self._cuda_params(h)
+        if p is None:
             return None
         from . import _cuda
 
-        xp = array_namespace(h)
-        p = self.cached("cuda", lambda: {k: xp.ascontiguousarray(v)
-                                         for k, v in self.params.items()})
-        return _cuda.shplrnn_eval(p, self._clipped, h, jac, xp)
+        return _cuda.shplrnn_eval(p, self._clipped, h, jac, array_namespace(h))
 
     # -- the protocol -----------------------------------------------------------------------
     def f(self, h: Any, x: Any = None) -> Any:
