@@ -282,3 +282,58 @@ def test_solves_and_gradients_run_on_the_kernels(name, alg):
         np.testing.assert_allclose(cot.params.flatten().get(), ref_cot.params.flatten(),
                                    rtol=1e-7, atol=1e-9)
         np.testing.assert_allclose(cot.h0.get(), ref_cot.h0, rtol=1e-7, atol=1e-9)
+
+
+# -- on a real device (marker gpu; skipped without one) -----------------------------------------
+needs_device = pytest.mark.skipif(
+    SIMULATING or not (ps.backends.has_cupy() and HAS_NUMBA_CUDA and registry.available()),
+    reason="needs CuPy, numba-cuda and a CUDA device",
+)
+
+
+@pytest.mark.gpu
+@needs_device
+@pytest.mark.parametrize("f32", [False, True])
+@pytest.mark.parametrize(("dense", "B", "T", "D", "chunk"), [
+    (False, 1, 1_000_003, 1, None), (False, 3, 100_001, 4, None), (False, 2, 50_001, 40, None),
+    (False, 1, 100_001, 2, 64), (True, 1, 100_001, 3, None), (True, 4, 10_001, 16, 7),
+])
+def test_device_scans_equal_the_compiled_loop(dense, B, T, D, chunk, f32):
+    import cupy
+
+    from pitsolve.kernels import affine_scan, affine_scan_transpose
+
+    dtype = np.float32 if f32 else np.float64
+    A, b, h0 = _maps(np.random.default_rng(1), dense, B, T, D, dtype)
+    A *= 0.99  # stable over 10^6 steps in float32
+    tol = 1e-3 if f32 else 1e-9
+    got = affine_scan(*(cupy.asarray(x) for x in (A, b, h0)), kernel="cuda", chunk_size=chunk)
+    want = affine_scan(A, b, h0, kernel="numba-sequential")
+    np.testing.assert_allclose(got.get(), want, rtol=tol, atol=tol)
+    lam, _ = affine_scan_transpose(cupy.asarray(A), cupy.asarray(b), kernel="cuda",
+                                   chunk_size=chunk)
+    np.testing.assert_allclose(lam.get(), affine_scan_transpose(A, b, kernel="numba-sequential")[0],
+                               rtol=tol, atol=tol)
+
+
+@pytest.mark.gpu
+@needs_device
+@pytest.mark.parametrize("alg", [ps.DEER(), ps.DEER(jacobian="diagonal"),
+                                 ps.DEER(damping=ps.LevenbergMarquardt()), ps.NewtonKrylov()],
+                         ids=repr)
+@pytest.mark.parametrize("name", ["shplrnn_3x50", "gru_64", "elman_256"])
+def test_device_solves_equal_the_cpu(name, alg):
+    import cupy
+
+    from pitsolve.testing import problems
+
+    model, h0, x = getattr(problems, name)(T=20_000)
+    T = None if x is not None else 20_000
+    ref = ps.solve(ps.RecurrenceProblem(model, h0, inputs=x, T=T), alg)
+    sol = ps.solve(ps.RecurrenceProblem(model, cupy.asarray(h0), inputs=None if x is None
+                                        else cupy.asarray(x), T=T), alg)
+    assert ps.is_successful(sol) and sol.backend.cuda and sol.retcode == ref.retcode
+    np.testing.assert_allclose(sol.states.get(), ref.states, rtol=1e-6, atol=1e-8)
+    g = np.random.default_rng(2).normal(size=ref.states.shape)
+    np.testing.assert_allclose(sol.vjp(cupy.asarray(g)).params.flatten().get(),
+                               ref.vjp(g).params.flatten(), rtol=1e-5, atol=1e-7)
