@@ -41,8 +41,17 @@ __all__ = ["ITEMS", "scan_lookback"]
 #: Consecutive steps per thread; a tile is ``ITEMS`` × threads steps.
 ITEMS = 8
 _TILE = ITEMS * THREADS
+#: Shared tile with one pad slot per ``ITEMS`` entries: thread j's steps start at
+#: j·(ITEMS+1), an odd stride, so the threads of a warp read distinct banks.
+_PADDED = _TILE + _TILE // ITEMS
 _D3 = "{f}[:, :, ::1]"
 _D2 = "{f}[:, ::1]"
+
+
+@cuda.jit(device=True, inline=True)
+def _pad(p):  # pragma: no cover - device code
+    """Shared-memory slot of tile entry ``p``."""
+    return p + p // ITEMS
 
 
 @cuda.jit(device=True, inline=True)
@@ -56,12 +65,12 @@ def _compose(p2, a2, p1, a1, floor, zero):  # pragma: no cover - device code
 
 @register(f"void({_D3}, {_D3}, {_D2}, int64, {{f}}, int64[::1], int32[:, ::1], {_D2}, {_D2}, "
           f"{_D2}, {_D3})")
-@cuda.jit
+@cuda.jit(cache=True)
 def diag_lookback(A, b, h0, rev, floor, counter, flags, agg_p, agg_a, ends,
                   out):  # pragma: no cover - device code
     """One tile of one lane per block (see the module docstring)."""
-    sa = cuda.shared.array(_TILE, b.dtype)
-    sb = cuda.shared.array(_TILE, b.dtype)
+    sa = cuda.shared.array(_PADDED, b.dtype)
+    sb = cuda.shared.array(_PADDED, b.dtype)
     sp = cuda.shared.array(THREADS, b.dtype)
     sq = cuda.shared.array(THREADS, b.dtype)
     shared_id = cuda.shared.array(1, np.int64)
@@ -82,17 +91,18 @@ def diag_lookback(A, b, h0, rev, floor, counter, flags, agg_p, agg_a, ends,
     base = c * n * ITEMS
     for k in range(ITEMS):  # coalesced load: thread j takes every n-th step
         p = k * n + j
+        q = _pad(p)
         if base + p < T:
-            sa[p], sb[p] = diag_map(A, b, bi, T, base + p, d, rev, zero)
+            sa[q], sb[q] = diag_map(A, b, bi, T, base + p, d, rev, zero)
         else:
-            sa[p] = one
-            sb[p] = zero
+            sa[q] = one
+            sb[q] = zero
     cuda.syncthreads()
     phi = one  # thread j's ITEMS consecutive steps
     acc = zero
     for m in range(ITEMS):
-        p = j * ITEMS + m
-        phi, acc = _compose(sa[p], sb[p], phi, acc, floor, zero)
+        q = _pad(j * ITEMS + m)
+        phi, acc = _compose(sa[q], sb[q], phi, acc, floor, zero)
     sp[j] = phi  # block scan of the threads' maps, in thread order
     sq[j] = acc
     cuda.syncthreads()
@@ -145,15 +155,15 @@ def diag_lookback(A, b, h0, rev, floor, counter, flags, agg_p, agg_a, ends,
     if j > 0:
         h = sp[j - 1] * h + sq[j - 1]
     for m in range(ITEMS):
-        p = j * ITEMS + m
-        h = sa[p] * h + sb[p]
-        sb[p] = h
+        q = _pad(j * ITEMS + m)
+        h = sa[q] * h + sb[q]
+        sb[q] = h
     cuda.syncthreads()
     for k in range(ITEMS):  # coalesced store
         p = k * n + j
         s = base + p
         if s < T:
-            out[bi, T - 1 - s if rev else s, d] = sb[p]
+            out[bi, T - 1 - s if rev else s, d] = sb[_pad(p)]
 
 
 def scan_lookback(A: Any, b: Any, h0: Any, rev: bool) -> Any:

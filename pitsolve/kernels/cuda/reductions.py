@@ -49,7 +49,7 @@ def _block_max(shared):  # pragma: no cover - device code
 
 @register("void({f}[:, :, ::1], {f}[:, :, ::1], float64, float64, boolean, {f}[:, :, ::1], "
           "float64[::1], float64[::1], float64[::1], float64[::1])")
-@cuda.jit
+@cuda.jit(cache=True)
 def residual_kernel(h, f, atol, rtol, write, out, err, q, nan, bad):  # pragma: no cover
     """Grid ``(steps, batch)``: per block, the maxima of e and q, the NaN flag and the
     largest ``T - t`` over bad steps t (the first bad step) into ``err, q, nan, bad``."""
@@ -95,7 +95,7 @@ def residual_kernel(h, f, atol, rtol, write, out, err, q, nan, bad):  # pragma: 
 
 
 @register("void({f}[::1], {f}[::1], boolean, float64[::1])")
-@cuda.jit
+@cuda.jit(cache=True)
 def step_kernel(x, y, add, stats):  # pragma: no cover - device code
     """Per entry: ``add``: ``x += y`` and (y, x + y); else (x - y, x); into ``stats``:
     (any not finite, max |step|, max |new|)."""
@@ -128,7 +128,7 @@ def step_kernel(x, y, add, stats):  # pragma: no cover - device code
 
 
 @register("void({f}[::1], float64[::1])")
-@cuda.jit
+@cuda.jit(cache=True)
 def nonfinite_kernel(x, flag):  # pragma: no cover - device code
     """``flag[0] = 1`` if an entry of ``x`` is not finite (every thread that finds one)."""
     i = cuda.grid(1)

@@ -1,6 +1,8 @@
 r"""Every CUDA kernel of pitsolve, by name, with the signatures it is compiled for.
 
-A kernel module decorates each kernel with :func:`register` (the signatures as templates in
+A kernel module decorates each kernel (``numba.cuda.jit(cache=True)``: compiled code is
+cached on disk, so a process pays the JIT once per kernel and signature, not every run) with
+:func:`register` (the signatures as templates in
 ``{f}``, the float type, expanded to float32 and float64); :func:`kernels` imports every such
 module (``pitsolve.kernels.cuda.*`` and every ``_cuda`` module of the package) and returns
 the registry, so that a test can compile each kernel to PTX for each architecture and fail
@@ -110,15 +112,21 @@ def blocks(n: int, threads: int = THREADS) -> int:
 
 
 def _arg(x: Any) -> Any:
-    """What a kernel takes for ``x``: CuPy arrays as they are (the CUDA array interface);
-    under the simulator NumPy arrays (the stand-in's: the array it wraps), read-only ones
-    as simulated device arrays (the simulator copies every host argument back)."""
-    view = getattr(x, "_simulator_view", None)
-    x = view() if view is not None else x
-    if isinstance(x, np.ndarray) and not x.flags.writeable:
-        from numba import cuda
+    """What a kernel takes for ``x``: a CuPy array as a Numba view of its memory, without the
+    stream synchronisation the CUDA array interface asks for by default (the kernel runs on
+    the array's stream, CuPy's current one, so it is ordered after the array's producers);
+    under the simulator NumPy arrays (the stand-in's: the array it wraps), read-only ones as
+    simulated device arrays (the simulator copies every host argument back)."""
+    from numba import cuda
 
-        return cuda.to_device(x)
+    if simulating():
+        view = getattr(x, "_simulator_view", None)
+        x = view() if view is not None else x
+        if isinstance(x, np.ndarray) and not x.flags.writeable:
+            return cuda.to_device(x)
+        return x
+    if hasattr(x, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(x, sync=False)
     return x
 
 

@@ -61,7 +61,7 @@ _DENSE = "{f}[:, :, :, ::1]"
 
 # -- diagonal maps --------------------------------------------------------------------------
 @register(f"void({_DIAG}, {_DIAG}, int64, int64, {{f}}, {_DIAG}, {_DIAG})")
-@cuda.jit
+@cuda.jit(cache=True)
 def diag_reduce(A, b, L, rev, floor, Phi, e):  # pragma: no cover - device code
     """Per (batch, chunk, component): the chunk's map ``Phi`` and end state ``e``. (The
     threshold ``floor`` also gives the kernels their typed zero and one: never read an
@@ -86,7 +86,7 @@ def diag_reduce(A, b, L, rev, floor, Phi, e):  # pragma: no cover - device code
 
 
 @register(f"void({_DIAG}, {_DIAG}, int64, int64, {{f}}, {_DIAG}, {_DIAG})")
-@cuda.jit
+@cuda.jit(cache=True)
 def diag_apply(A, b, L, rev, floor, carry, out):  # pragma: no cover - device code
     """Per (batch, chunk, component): the chunk's states from its carry-in."""
     i = cuda.grid(1)
@@ -104,7 +104,7 @@ def diag_apply(A, b, L, rev, floor, carry, out):  # pragma: no cover - device co
 
 
 @register(f"void({_DIAG}, {_DIAG}, {{f}}[:, ::1], {_DIAG})")
-@cuda.jit
+@cuda.jit(cache=True)
 def diag_carries(Phi, e, h0, carry):  # pragma: no cover - device code
     """Per (batch, component), in chunk order: ``carry_c = Phi_{c-1} carry_{c-1} + e_{c-1}``."""
     i = cuda.grid(1)
@@ -143,7 +143,7 @@ def _dense_step(A, b, bi, T, s, rev, with_b, v, w, D, zero):  # pragma: no cover
 
 
 @register(f"void({_DENSE}, {_DIAG}, int64, int64, {{f}}, {_DENSE}, {_DIAG})")
-@cuda.jit
+@cuda.jit(cache=True)
 def dense_reduce(A, b, L, rev, floor, Phi, e):  # pragma: no cover - device code
     """Per (batch, chunk, k ≤ D): column k of the chunk's map ``Phi`` (k < D) or its end
     state ``e`` (k = D)."""
@@ -173,7 +173,7 @@ def dense_reduce(A, b, L, rev, floor, Phi, e):  # pragma: no cover - device code
 
 
 @register(f"void({_DENSE}, {_DIAG}, int64, int64, {{f}}, {_DIAG}, {_DIAG})")
-@cuda.jit
+@cuda.jit(cache=True)
 def dense_apply(A, b, L, rev, floor, carry, out):  # pragma: no cover - device code
     """Per (batch, chunk): the chunk's states from its carry-in."""
     i = cuda.grid(1)
@@ -194,7 +194,7 @@ def dense_apply(A, b, L, rev, floor, carry, out):  # pragma: no cover - device c
 
 
 @register(f"void({_DENSE}, {_DIAG}, {{f}}[:, ::1], {_DIAG})")
-@cuda.jit
+@cuda.jit(cache=True)
 def dense_carries(Phi, e, h0, carry):  # pragma: no cover - device code
     """Per batch element, in chunk order: ``carry_c = Phi_{c-1} carry_{c-1} + e_{c-1}``."""
     bi = cuda.grid(1)

@@ -53,7 +53,7 @@ def _store(F, J, Dg, n, i, fi, row, jac, M):  # pragma: no cover - device code
 
 
 @register(f"void({_V}, {_M}, {_M}, {_V}, {_V}, boolean, {_M}, int64, {_M}, {_J}, {_M})")
-@cuda.jit
+@cuda.jit(cache=True)
 def shplrnn_kernel(a, W1, W2, h1, h2, clipped, Z, jac, F, J, Dg):  # pragma: no cover
     """Per (row, unit i): ``F[n, i]``, and ``J[n, i, :]`` (jac 2) or ``Dg[n, i]`` (jac 1)."""
     t = cuda.grid(1)
@@ -91,7 +91,7 @@ def shplrnn_kernel(a, W1, W2, h1, h2, clipped, Z, jac, F, J, Dg):  # pragma: no 
 
 
 @register(f"void({_V}, {_M}, {_V}, int64, {_M}, int64, {_M}, {_J}, {_M})")
-@cuda.jit
+@cuda.jit(cache=True)
 def alrnn_kernel(a, W, h, P, Z, jac, F, J, Dg):  # pragma: no cover - device code
     """Per (row, unit i): ``F[n, i]``, and ``J[n, i, :]`` (jac 2) or ``Dg[n, i]`` (jac 1);
     the last ``P`` units are relu."""

@@ -36,7 +36,7 @@ _J = "{f}[:, :, ::1]"
 
 
 @register(f"void({_M}, {_M}, {_M}, {_M}, {_J})")
-@cuda.jit
+@cuda.jit(cache=True)
 def elman_kernel(W, H, P, F, J):  # pragma: no cover - device code
     """Per (row, unit i): ``F[n, i] = tanh(W_i h + P_i)``, ``J[n, i, :] = (1 - F²) W_i``."""
     t = cuda.grid(1)
@@ -72,7 +72,7 @@ def _gate(Wg, H, P, n, i, off):  # pragma: no cover - device code
 
 
 @register(f"void({_M}, {_M}, {_M}, {_M}, {_M}, {_M}, {_J})")
-@cuda.jit
+@cuda.jit(cache=True)
 def gru_kernel(Wz, Wr, Wn, H, P, F, J):  # pragma: no cover - device code
     """Per (row, unit i): ``F[n, i] = h'_i`` and ``J[n, i, :]``; ``P`` holds the input
     projections of the z, r and n gates side by side ``(N, 3D)``."""
