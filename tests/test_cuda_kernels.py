@@ -171,6 +171,21 @@ def test_many_chunks_take_the_recursive_carries(dense, monkeypatch):
 
 @pytest.mark.cudasim
 @needs_simulator
+@pytest.mark.parametrize("D", [33, 64])
+def test_dense_scans_up_to_the_largest_state(D):
+    from pitsolve.kernels.cuda import scan
+
+    A, b, h0 = _maps(np.random.default_rng(D), True, 1, 5, D, np.float64)
+    np.testing.assert_allclose(scan.scan_blocked(A, b, h0, chunk_size=2),
+                               numpy_scan.scan_loop(A, b, h0), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(scan.scan_blocked_reverse(A, b, chunk_size=3),
+                               numpy_scan.scan_loop_reverse(A, b), rtol=1e-11, atol=1e-12)
+    with pytest.raises(ValueError, match="D <= 64"):
+        scan.scan_blocked(*_maps(np.random.default_rng(0), True, 1, 2, 65, np.float64))
+
+
+@pytest.mark.cudasim
+@needs_simulator
 @pytest.mark.parametrize("dense", [False, True])
 def test_scans_propagate_nan_and_flush_contracting_products(dense):
     from pitsolve.kernels.cuda import scan

@@ -3,7 +3,7 @@
 With ``numba-cuda`` installed (the ``gpu`` extras) the scans, the Newton iterations'
 reductions and the built-in models' f and Jacobian run as the CUDA kernels of
 :mod:`pitsolve.kernels.cuda` (launched on the CuPy arrays, on CuPy's current stream);
-without it, and for what has no kernel (dense scans with D > 32, ``method="logdepth"``,
+without it, and for what has no kernel (dense scans with D > 64, ``method="logdepth"``,
 the Kalman smoother's covariances, GMRES), the array-namespace reference of
 :class:`~pitsolve.backends.base.Backend` runs on CuPy (cuBLAS, CuPy's element-wise and
 reduction kernels).

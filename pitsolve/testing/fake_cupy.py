@@ -24,6 +24,7 @@ every code path works on the namespace, not GPU performance.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import sys
@@ -35,6 +36,15 @@ import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 __all__ = ["asarray", "installed", "module", "ndarray"]
+
+
+#: Device operations by name since the last ``clear()``: ufuncs, array functions, methods
+#: and assignments that compute or copy (views are not counted) — on CuPy, about one kernel
+#: launch each. A measure of how many launches a computation makes, not of their cost.
+OPERATIONS: collections.Counter[str] = collections.Counter()
+_VIEWS = frozenset({"reshape", "view", "transpose", "swapaxes", "broadcast_to", "squeeze",
+                    "expand_dims", "moveaxis", "get", "item", "tolist", "empty", "empty_like",
+                    "ascontiguousarray"})  # (the last: counted where it copies)
 
 
 class _Refused(TypeError):
@@ -85,12 +95,14 @@ class ndarray(NDArrayOperatorsMixin):
         raise _refuse("implicit conversion of a device array to NumPy")
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        OPERATIONS[ufunc.__name__] += 1
         if "out" in kwargs:
             kwargs["out"] = tuple(_unwrap(o) for o in kwargs["out"])
         result = getattr(ufunc, method)(*(_unwrap(v) for v in inputs), **kwargs)
         return _wrap(result)
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        OPERATIONS[func.__name__] += 1
         return _wrap(func(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
 
     # -- attributes ------------------------------------------------------------------------
@@ -119,6 +131,7 @@ class ndarray(NDArrayOperatorsMixin):
         return _wrap(self._a[_unwrap(key, allow_host=True)])
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        OPERATIONS["setitem"] += 1
         self._a[_unwrap(key, allow_host=True)] = _unwrap(value)
 
     def __len__(self) -> int:
@@ -153,6 +166,8 @@ class ndarray(NDArrayOperatorsMixin):
 
         @functools.wraps(attr)
         def method(*args: Any, **kwargs: Any) -> Any:
+            if name not in _VIEWS:
+                OPERATIONS[name] += 1
             return _wrap(attr(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
 
         return method
@@ -174,7 +189,13 @@ def _function(fn: Any) -> Any:
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        return _wrap(fn(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+        args, kwargs = _unwrap(args), {k: _unwrap(v) for k, v in kwargs.items()}
+        out = fn(*args, **kwargs)
+        if fn.__name__ not in _VIEWS or (
+            fn.__name__ == "ascontiguousarray" and not np.shares_memory(out, args[0])
+        ):
+            OPERATIONS[fn.__name__] += 1
+        return _wrap(out)
 
     return call
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FLOATS", "SIM_THREADS", "THREADS", "Kernel", "available", "block_size", "blocks",
-           "kernels", "launch", "register", "simulating"]
+__all__ = ["FLOATS", "LAUNCHES", "SIM_THREADS", "THREADS", "Kernel", "available", "block_size",
+           "blocks", "kernels", "launch", "register", "simulating"]
 
 #: The float types every kernel is compiled for.
 FLOATS = ("float32", "float64")
@@ -46,6 +47,9 @@ class Kernel:
 
 
 _REGISTRY: dict[str, Kernel] = {}
+#: Launches per kernel (function name) since the last ``clear()``: what a computation costs in
+#: launches, for benchmarks and tests.
+LAUNCHES: Counter[str] = Counter()
 
 
 def register(*templates: str) -> Any:
@@ -136,6 +140,7 @@ def launch(kernel: Any, n: int, *args: Any, rows: int = 1) -> None:
     thread) gets blocks of at most :data:`SIM_THREADS` threads."""
     if n <= 0 or rows <= 0:
         return
+    LAUNCHES[kernel.py_func.__name__] += 1
     args = tuple(_arg(a) for a in args)
     threads = THREADS
     if simulating():

@@ -45,7 +45,7 @@ __all__ = ["LOOKBACK_MAX_D", "MAX_DENSE", "TARGET_THREADS", "chunk_length", "sca
            "scan_blocked_reverse"]
 
 #: Largest state dimension of the dense kernels (their per-thread vectors have this size).
-MAX_DENSE = 32
+MAX_DENSE = 64
 #: Threads the default chunk length aims at (a few per CUDA core of a large GPU).
 TARGET_THREADS = 1 << 16
 #: Largest D for which a diagonal scan without an explicit chunk size runs the one-pass

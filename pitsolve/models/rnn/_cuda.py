@@ -35,10 +35,11 @@ _M = "{f}[:, ::1]"
 _J = "{f}[:, :, ::1]"
 
 
-@register(f"void({_M}, {_M}, {_M}, {_M}, {_J})")
+@register(f"void({_M}, {_M}, {_M}, int64, {_M}, {_J}, {_M})")
 @cuda.jit(cache=True)
-def elman_kernel(W, H, P, F, J):  # pragma: no cover - device code
-    """Per (row, unit i): ``F[n, i] = tanh(W_i h + P_i)``, ``J[n, i, :] = (1 - F²) W_i``."""
+def elman_kernel(W, H, P, jac, F, J, Dg):  # pragma: no cover - device code
+    """Per (row, unit i): ``F[n, i] = tanh(W_i h + P_i)``; ``J[n, i, :] = (1 - F²) W_i``
+    (jac 2) or ``Dg[n, i] = (1 - F²) W_ii`` (jac 1)."""
     t = cuda.grid(1)
     N, D = H.shape
     if t >= N * D:
@@ -50,8 +51,11 @@ def elman_kernel(W, H, P, F, J):  # pragma: no cover - device code
     y = math.tanh(u)
     F[n, i] = y
     s = 1 - y * y
-    for k in range(D):
-        J[n, i, k] = s * W[i, k]
+    if jac == 2:
+        for k in range(D):
+            J[n, i, k] = s * W[i, k]
+    elif jac == 1:
+        Dg[n, i] = s * W[i, i]
 
 
 @cuda.jit(device=True, inline=True)
@@ -71,11 +75,12 @@ def _gate(Wg, H, P, n, i, off):  # pragma: no cover - device code
     return _sigmoid(u)
 
 
-@register(f"void({_M}, {_M}, {_M}, {_M}, {_M}, {_M}, {_J})")
+@register(f"void({_M}, {_M}, {_M}, {_M}, {_M}, int64, {_M}, {_J}, {_M})")
 @cuda.jit(cache=True)
-def gru_kernel(Wz, Wr, Wn, H, P, F, J):  # pragma: no cover - device code
-    """Per (row, unit i): ``F[n, i] = h'_i`` and ``J[n, i, :]``; ``P`` holds the input
-    projections of the z, r and n gates side by side ``(N, 3D)``."""
+def gru_kernel(Wz, Wr, Wn, H, P, jac, F, J, Dg):  # pragma: no cover - device code
+    """Per (row, unit i): ``F[n, i] = h'_i``, and ``J[n, i, :]`` (jac 2) or ``Dg[n, i]``
+    (jac 1); ``P`` holds the input projections of the z, r and n gates side by side
+    ``(N, 3D)``."""
     t = cuda.grid(1)
     N, D = H.shape
     if t >= N * D:
@@ -88,8 +93,18 @@ def gru_kernel(Wz, Wr, Wn, H, P, F, J):  # pragma: no cover - device code
     g = math.tanh(u)
     h = H[n, i]
     F[n, i] = g + z * (h - g)
+    if jac == 0:
+        return
     az = (h - g) * z * (1 - z)
     an = (1 - z) * (1 - g * g)
+    if jac == 1:  # z + az Wz_ii + an (Wn_ii r_i + sum_j Wn_ij c_j Wr_ji)
+        r = _gate(Wr, H, P, n, i, D)
+        acc = Wn[i, i] * r
+        for j in range(D):
+            rj = _gate(Wr, H, P, n, j, D)
+            acc += Wn[i, j] * H[n, j] * rj * (1 - rj) * Wr[j, i]
+        Dg[n, i] = z + az * Wz[i, i] + an * acc
+        return
     for k in range(D):
         J[n, i, k] = az * Wz[i, k] + an * Wn[i, k] * _gate(Wr, H, P, n, k, D)
     J[n, i, i] += z
@@ -100,26 +115,35 @@ def gru_kernel(Wz, Wr, Wn, H, P, F, J):  # pragma: no cover - device code
             J[n, i, k] += w * Wr[j, k]
 
 
-def _run(kernel: Any, weights: tuple[Any, ...], h: Any, P: Any, xp: Any) -> tuple[Any, Any]:
-    """Broadcast ``h`` and ``P`` over their leading axes, launch, unflatten."""
+_MODES = {"": 0, "diag": 1, "dense": 2}
+
+
+def _run(kernel: Any, weights: tuple[Any, ...], h: Any, P: Any, jac: str,
+         xp: Any) -> tuple[Any, Any]:
+    """Broadcast ``h`` and ``P`` over their leading axes, launch, unflatten: ``(f, J dense |
+    diag J | None)``."""
     D = h.shape[-1]
     lead = np.broadcast_shapes(h.shape[:-1], P.shape[:-1])
     H = xp.ascontiguousarray(xp.broadcast_to(h, (*lead, D)).reshape(-1, D))
     P = xp.ascontiguousarray(xp.broadcast_to(P, (*lead, P.shape[-1])).reshape(H.shape[0], -1))
     N = H.shape[0]
+    mode = _MODES[jac]
     F = xp.empty((N, D), dtype=H.dtype)
-    J = xp.empty((N, D, D), dtype=H.dtype)
-    launch(kernel, N * D, *weights, H, P, F, J)
-    return F.reshape(*lead, D), J.reshape(*lead, D, D)
+    J = xp.empty((N if mode == 2 else 1, D, D), dtype=H.dtype)
+    Dg = xp.empty((N if mode == 1 else 1, D), dtype=H.dtype)
+    launch(kernel, N * D, *weights, H, P, mode, F, J, Dg)
+    if mode == 0:
+        return F.reshape(*lead, D), None
+    return F.reshape(*lead, D), Dg.reshape(*lead, D) if mode == 1 else J.reshape(*lead, D, D)
 
 
-def elman_eval(W: Any, h: Any, P: Any, xp: Any) -> tuple[Any, Any]:
+def elman_eval(W: Any, h: Any, P: Any, jac: str, xp: Any) -> tuple[Any, Any]:
     """``(f, J)`` of the Elman network at ``h`` ``(..., D)`` with input projections ``P``
-    (``(..., D)`` or ``(D,)``, broadcast)."""
-    return _run(elman_kernel, (W,), h, P, xp)
+    (``(..., D)`` or ``(D,)``, broadcast); ``jac`` ``"dense"``, ``"diag"`` or ``""``."""
+    return _run(elman_kernel, (W,), h, P, jac, xp)
 
 
-def gru_eval(Wz: Any, Wr: Any, Wn: Any, h: Any, P: Any, xp: Any) -> tuple[Any, Any]:
+def gru_eval(Wz: Any, Wr: Any, Wn: Any, h: Any, P: Any, jac: str, xp: Any) -> tuple[Any, Any]:
     """``(f, J)`` of the GRU at ``h`` ``(..., D)`` with input projections ``P`` of the three
-    gates ``(..., 3D)`` (or ``(3D,)``, broadcast)."""
-    return _run(gru_kernel, (Wz, Wr, Wn), h, P, xp)
+    gates ``(..., 3D)`` (or ``(3D,)``, broadcast); ``jac`` as for :func:`elman_eval`."""
+    return _run(gru_kernel, (Wz, Wr, Wn), h, P, jac, xp)

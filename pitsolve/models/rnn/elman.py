@@ -103,17 +103,24 @@ class Elman(Model):
         r""":math:`J = \operatorname{diag}(1 - f^2)\, W`, shape ``(..., D, D)``."""
         return self.f_and_jacobian(h, x)[1]
 
+    def _cuda(self, h: Any, x: Any, jac: str) -> tuple[Any, Any] | None:
+        """``(f, J)`` by the CUDA kernel (:mod:`pitsolve.models.rnn._cuda`) on a backend with
+        CUDA kernels, else None; the input projection ``U x + b`` is one GEMM before."""
+        if not self._backend_for(h, x).cuda:
+            return None
+        from . import _cuda
+
+        xp = array_namespace(h, x)
+        x = check_inputs(self, x)
+        p = _arrays(self, xp, _compute_dtype(h, x))
+        P = p["b"] if x is None else xp.matmul(x, p["U"].T) + p["b"]
+        return _cuda.elman_eval(p["W"], h.astype(P.dtype, copy=False), P, jac, xp)
+
     def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
         r""":math:`f` and :math:`J = \operatorname{diag}(1 - f^2)\, W` from one evaluation (on
-        a backend with CUDA kernels: one kernel, :mod:`pitsolve.models.rnn._cuda`)."""
-        if self._backend_for(h, x).cuda:
-            from . import _cuda
-
-            xp = array_namespace(h, x)
-            x = check_inputs(self, x)
-            p = _arrays(self, xp, _compute_dtype(h, x))
-            P = p["b"] if x is None else xp.matmul(x, p["U"].T) + p["b"]
-            return _cuda.elman_eval(p["W"], h.astype(P.dtype, copy=False), P, xp)
+        a backend with CUDA kernels: one kernel)."""
+        if (gpu := self._cuda(h, x, "dense")) is not None:
+            return gpu
         _, y, p = self._out(h, x)
         return y, (1 - y * y)[..., :, None] * p["W"]
 
@@ -123,6 +130,8 @@ class Elman(Model):
 
     def f_and_diagonal_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
         r""":math:`f` and :math:`(1 - f^2) \odot \operatorname{diag} W`."""
+        if (gpu := self._cuda(h, x, "diag")) is not None:
+            return gpu
         xp, y, _ = self._out(h, x)
         dW = _derived(self, "diagW", xp, y.dtype, lambda q: xp.diagonal(q["W"]).copy())
         return y, (1 - y * y) * dW

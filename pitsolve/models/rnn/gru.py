@@ -136,19 +136,26 @@ class GRU(Model):
         r"""Dense :math:`J` ``(..., D, D)`` (see the class docstring); O(D³) per step."""
         return self.f_and_jacobian(h, x)[1]
 
+    def _cuda(self, h: Any, x: Any, jac: str) -> tuple[Any, Any] | None:
+        """``(f, J)`` by the CUDA kernel (:mod:`pitsolve.models.rnn._cuda`) on a backend with
+        CUDA kernels, else None; the input projections are one GEMM before."""
+        if not self._backend_for(h, x).cuda:
+            return None
+        from . import _cuda
+
+        xp = array_namespace(h, x)
+        x = check_inputs(self, x)
+        dtype = _compute_dtype(h, x)
+        p, s = _arrays(self, xp, dtype), self._stacked(xp, dtype)
+        P = s["b"] if x is None else xp.matmul(x, s["U"].T) + s["b"]
+        return _cuda.gru_eval(p["Wz"], p["Wr"], p["Wn"], h.astype(dtype, copy=False), P, jac,
+                              xp)
+
     def f_and_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
         """f and its dense Jacobian from one evaluation of the gates (on a backend with CUDA
-        kernels: one kernel, :mod:`pitsolve.models.rnn._cuda`)."""
-        if self._backend_for(h, x).cuda:
-            from . import _cuda
-
-            xp = array_namespace(h, x)
-            x = check_inputs(self, x)
-            dtype = _compute_dtype(h, x)
-            p, s = _arrays(self, xp, dtype), self._stacked(xp, dtype)
-            P = s["b"] if x is None else xp.matmul(x, s["U"].T) + s["b"]
-            return _cuda.gru_eval(p["Wz"], p["Wr"], p["Wn"], h.astype(dtype, copy=False), P,
-                                  xp)
+        kernels: one kernel)."""
+        if (gpu := self._cuda(h, x, "dense")) is not None:
+            return gpu
         xp, p, _, z, r, n = self._gates(h, x)
         D = self.state_dim
         dh = h - n
@@ -176,7 +183,9 @@ class GRU(Model):
         return self.f_and_diagonal_jacobian(h, x)[1]
 
     def f_and_diagonal_jacobian(self, h: Any, x: Any = None) -> tuple[Any, Any]:
-        """f and the diagonal of its Jacobian."""
+        """f and the diagonal of its Jacobian (on a backend with CUDA kernels: one kernel)."""
+        if (gpu := self._cuda(h, x, "diag")) is not None:
+            return gpu
         xp, _, _, z, r, n = self._gates(h, x)
         dh = h - n
         az = dh * z * (1 - z)
