@@ -22,7 +22,10 @@ Tables (a device run; every ratio against a baseline timed in the same run):
 
 The simulated run executes the same code paths on sizes the simulator can manage (each CUDA
 thread is a Python thread) and checks the results against the NumPy backend; its times say
-nothing about a GPU.
+nothing about a GPU. It also counts, per Newton iteration, the launches of pitsolve's CUDA
+kernels and the other device operations (on CuPy, about one kernel launch each; counted by
+the stand-in, allocations and views excluded): the fixed cost of an iteration, which on a
+device is ~5–10 µs per launch whatever T.
 """
 
 from __future__ import annotations
@@ -117,6 +120,29 @@ def deer_table(cp, cases, seq_T: int) -> None:
               f"{t_cpu / t_deer:>7.1f} {t_seq:>10.2f} {t_seq / t_deer:>9.1f} {peak:>9.1f}")
 
 
+def launch_table(cp, cases) -> None:
+    """Per Newton iteration: pitsolve's kernel launches and the stand-in's other operations,
+    for ``(label, (model, h0, inputs), T)`` cases (counts do not depend on the sizes)."""
+    from pitsolve.kernels.cuda import registry
+    from pitsolve.testing import fake_cupy
+
+    print(f"\n{'problem':>14} {'T':>4} {'solver':>10} {'iters':>5} {'kernels/it':>10} "
+          f"{'other ops/it':>12}  kernels")
+    for name, (model, h0, x), T in cases:
+        dev = ps.RecurrenceProblem(model, cp.asarray(h0), inputs=None if x is None
+                                   else cp.asarray(x), T=None if x is not None else T)
+        for label, alg in (("DEER", ps.DEER()), ("quasi", ps.DEER(jacobian="diagonal"))):
+            ps.solve(dev, alg)
+            registry.LAUNCHES.clear()
+            fake_cupy.OPERATIONS.clear()
+            sol = ps.solve(dev, alg)
+            it = sol.stats.iterations
+            kernels = ", ".join(f"{k} {v / it:.2g}" for k, v in registry.LAUNCHES.items())
+            print(f"{name:>14} {T:>4} {label:>10} {it:>5} "
+                  f"{sum(registry.LAUNCHES.values()) / it:>10.1f} "
+                  f"{sum(fake_cupy.OPERATIONS.values()) / it:>12.1f}  {kernels}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--simulate", action="store_true",
@@ -131,6 +157,13 @@ def main() -> None:
                   "are checked, times mean nothing")
             scan_table(cp, [(False, 1, 37, 2), (False, 3, 16, 1), (True, 1, 21, 3)], None)
             deer_table(cp, [("shplrnn_3x50", 1, 24), ("shplrnn_3x50", 2, 16)], 8)
+            rng = np.random.default_rng(0)
+            launch_table(cp, [
+                ("shplrnn_3x50", problems.shplrnn_3x50(T=16), 16),
+                ("GRU(4, 2)", (ps.models.GRU(4, 2), np.zeros(4), rng.normal(size=(8, 2))), 8),
+                ("Elman(80, 2)", (ps.models.Elman(80, 2), np.zeros(80),  # D > 64: no dense
+                                  rng.normal(size=(4, 2))), 4),           # scan kernel
+            ])
         return
     import cupy as cp
 
