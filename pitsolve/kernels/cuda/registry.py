@@ -147,8 +147,13 @@ def launch(kernel: Any, n: int, *args: Any, rows: int = 1) -> None:
         threads = min(SIM_THREADS, n)
         kernel[(blocks(n, threads), rows), threads](*args)
         return
+    kernel[(blocks(n, threads), rows), threads, _stream()](*args)
+
+
+def _stream() -> Any:
+    """CuPy's current stream as a Numba stream (its null stream: the legacy default one)."""
     import cupy  # a real device: CuPy owns the stream
     from numba import cuda
 
-    stream = cuda.external_stream(cupy.cuda.get_current_stream().ptr)
-    kernel[(blocks(n, threads), rows), threads, stream](*args)
+    ptr = cupy.cuda.get_current_stream().ptr
+    return cuda.default_stream() if ptr == 0 else cuda.external_stream(ptr)
