@@ -352,3 +352,40 @@ def test_device_solves_equal_the_cpu(name, alg):
     g = np.random.default_rng(2).normal(size=ref.states.shape)
     np.testing.assert_allclose(sol.vjp(cupy.asarray(g)).params.flatten().get(),
                                ref.vjp(g).params.flatten(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.skipif(not HAS_NUMBA_CUDA or SIMULATING, reason="needs numba-cuda, no simulator")
+@pytest.mark.parametrize("ptr", [0, 1234])
+def test_device_launches_use_cupys_stream_without_syncing(monkeypatch, ptr):
+    """The device path of ``launch`` (never run here): CuPy arrays become Numba views with
+    ``sync=False`` and the launch goes to CuPy's current stream (its null stream: Numba's
+    default stream), on a grid of (blocks, rows) x THREADS."""
+    import types
+
+    from numba import cuda
+
+    calls = {}
+    fake_cupy_module = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        get_current_stream=lambda: types.SimpleNamespace(ptr=ptr)))
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy_module)
+    monkeypatch.setattr(registry, "simulating", lambda: False)
+    monkeypatch.setattr(cuda, "as_cuda_array", lambda x, sync=True: ("view", x, sync))
+    monkeypatch.setattr(cuda, "external_stream", lambda p: ("external", p))
+    monkeypatch.setattr(cuda, "default_stream", lambda: "default")
+
+    class Array:
+        __cuda_array_interface__ = None  # (only its presence counts)
+
+    class Kernel:
+        py_func = types.SimpleNamespace(__name__="k")
+
+        def __getitem__(self, config):
+            calls["config"] = config
+            return lambda *args: calls.setdefault("args", args)
+
+    a = Array()
+    registry.launch(Kernel(), 300, a, 3, rows=2)
+    grid, threads, stream = calls["config"]
+    assert grid == (-(-300 // registry.THREADS), 2) and threads == registry.THREADS
+    assert stream == ("default" if ptr == 0 else ("external", ptr))
+    assert calls["args"] == (("view", a, False), 3)
