@@ -38,6 +38,7 @@ import numpy as np
 
 from ._arrays import array_namespace
 from ._validation import as_float_array
+from .kernels.distributed import previous_state, scan_transpose_distributed
 from .models.base import Model
 from .operators import TrajectoryJacobian
 from .problems import LinearRecurrenceProblem, RecurrenceProblem
@@ -161,6 +162,8 @@ class ScanAdjoint(_Rule):
             return super().vjp(sol, g)
         g = check_cotangent(sol, g)
         p: LinearRecurrenceProblem = sol.problem
+        if p.comm is not None:  # the time axis split over ranks: this rank's slice
+            return self._distributed(sol, g)
         lam, h0_bar = self._scan(sol, p.A, g)
         h_prev = _previous(p, sol.states, sol.backend.xp)
         if p.structure == "diagonal":
@@ -171,6 +174,21 @@ class ScanAdjoint(_Rule):
 
     def _scan(self, sol: Solution, A: Any, g: Any) -> tuple[Any, Any]:
         return sol.backend.scan_transpose(A, g, method=self.method, chunk_size=self.chunk_size)
+
+    def _distributed(self, sol: Solution, g: Any) -> Cotangents:
+        """The cotangents of this rank's slice (``.h0``: rank 0's; zeros on the others, so
+        that the sum over ranks is the cotangent): one distributed transposed scan and one
+        exchange of the ranks' last states."""
+        p: LinearRecurrenceProblem = sol.problem
+        xp = sol.backend.xp
+        lam, h0_bar = scan_transpose_distributed(
+            p.A, g, p.comm, kernel=sol.backend.scan_kernel(self.method),
+            chunk_size=self.chunk_size)
+        before = previous_state(sol.states, p.h0, p.comm)
+        h_prev = xp.concatenate([before[..., None, :], sol.states[..., :-1, :]], axis=-2)
+        A_bar = lam * h_prev if p.structure == "diagonal" else \
+            lam[..., :, None] * h_prev[..., None, :]
+        return Cotangents(A=A_bar, b=lam, h0=xp.zeros_like(p.h0) if h0_bar is None else h0_bar)
 
     def _recurrence(self, sol: Solution, model: Any, g: Any) -> Cotangents:
         prev = _previous(sol.problem, sol.states, sol.backend.xp)

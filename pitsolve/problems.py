@@ -25,13 +25,22 @@ class LinearRecurrenceProblem:
         array ``(..., T, D)``.
     h0
         array ``(..., D)``, the initial state.
+    comm
+        optional MPI communicator (mpi4py): the time axis is split over its ranks. Each rank
+        passes its own contiguous slice of ``A`` and ``b`` (rank order is time order; slices
+        may be uneven, down to one step) and never the rest; ``h0`` is rank 0's (the other
+        ranks may pass None). Building the problem is collective: every rank checks that the
+        slices fit together and raises the same ``ValueError`` if not.
 
     Attributes
     ----------
     structure
         ``"diagonal"`` or ``"dense"``.
     batch_shape, T, D, dtype
-        sizes and precision.
+        sizes and precision (with ``comm``: T is this rank's number of steps).
+    comm, rows
+        the communicator (None) and the global steps ``(start, stop)`` this rank holds
+        (``(0, T)`` without ``comm``).
 
     Notes
     -----
@@ -39,9 +48,11 @@ class LinearRecurrenceProblem:
     (mixed precision is promoted to float64), finite, and are all NumPy or all CuPy arrays.
     """
 
-    def __init__(self, A: Any, b: Any, h0: Any):
+    def __init__(self, A: Any, b: Any, h0: Any, *, comm: Any = None):
         b = as_float_array(b, "b", min_ndim=2)
         A = as_float_array(A, "A", min_ndim=2)
+        if h0 is None and comm is not None and comm.Get_rank() != 0:
+            h0 = array_namespace(b).zeros((*b.shape[:-2], b.shape[-1]), dtype=b.dtype)
         h0 = as_float_array(h0, "h0", min_ndim=1)
         xp = array_namespace(A, b, h0)
         *batch, T, D = b.shape
@@ -72,12 +83,27 @@ class LinearRecurrenceProblem:
         self.structure = structure
         self.batch_shape, self.T, self.D, self.dtype = batch, T, D, dtype
         self.xp = xp
+        self.comm = comm
+        self.rows = (0, T) if comm is None else _rows_of_ranks(comm, (batch, D, str(dtype),
+                                                                     structure), T)
 
     def __repr__(self) -> str:
         return (
             f"LinearRecurrenceProblem({self.structure}, batch_shape={self.batch_shape}, "
             f"T={self.T}, D={self.D}, dtype={self.dtype})"
         )
+
+
+def _rows_of_ranks(comm: Any, key: tuple, T: int) -> tuple[int, int]:
+    """This rank's global ``(start, stop)``; the same ``ValueError`` on every rank if the
+    ranks' slices disagree in anything but their length."""
+    keys = comm.allgather((key, T))
+    if len({k for k, _ in keys}) > 1:
+        desc = "; ".join(f"rank {r}: batch {k[0]}, D={k[1]}, {k[2]}, {k[3]}"
+                         for r, (k, _) in enumerate(keys))
+        raise ValueError(f"the ranks' slices of the time axis disagree: {desc}")
+    start = sum(n for _, n in keys[: comm.Get_rank()])
+    return start, start + T
 
 
 class RecurrenceProblem:

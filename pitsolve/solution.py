@@ -164,6 +164,13 @@ class Solution:
     backend: Any = None
     adjoint: Any = None
 
+    @property
+    def rows(self) -> tuple[int, int]:
+        """The global steps ``(start, stop)`` of :attr:`states`: this rank's slice for a
+        problem whose time axis is split over ranks (``comm=``), else ``(0, T)``."""
+        rows = getattr(self.problem, "rows", None)
+        return tuple(rows) if rows is not None else (0, int(self.states.shape[-2]))
+
     def defer_jacobians(self, assemble: Callable[[], Any]) -> None:
         """Let ``assemble()`` compute :attr:`jacobians` (an array or None) on first access."""
         self._assemble = assemble

@@ -276,3 +276,13 @@ def test_replacing_an_unknown_parameter_is_a_type_error_naming_the_valid_ones(mo
         model.replace(W9=np.zeros(3))
     with pytest.raises(TypeError, match="W9"):
         model.params.replace(W9=np.zeros(3))
+
+
+def test_a_problem_without_comm_holds_all_rows():
+    rng = np.random.default_rng(0)
+    prob = ps.LinearRecurrenceProblem(rng.normal(size=(7, 2)), rng.normal(size=(7, 2)),
+                                      np.zeros(2))
+    assert prob.comm is None and prob.rows == (0, 7)
+    assert ps.solve(prob, ps.ParallelScan()).rows == (0, 7)
+    model = ps.models.Elman(2, seed=0)
+    assert ps.solve(ps.RecurrenceProblem(model, np.zeros(2), T=5), ps.DEER()).rows == (0, 5)

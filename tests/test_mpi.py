@@ -105,3 +105,33 @@ def test_each_rank_uses_the_device_of_its_node_local_rank():
     assert [r["local"] for r in report] == [[0, 3], [1, 3], [2, 3]]  # one node here
     assert [r["device"] for r in report] == [0, 1, 0]
     assert [r["used"] for r in report] == [[0], [1], [0]]
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4])
+def test_the_scan_across_ranks_equals_the_single_process_scan(ranks):
+    out = mpirun("distributed_scan.py", ranks)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["size"] == ranks and len(report["cases"]) == 12
+    for name, case in report["cases"].items():
+        assert case["forward"] <= 1e-12 and case["transpose"] <= 1e-12, (name, case)
+        assert case["h0"] <= 1e-12 and case["others_none"], (name, case)
+    for errors in report["errors"]:  # the same error on every rank
+        assert errors["empty"] == f"the time slices of ranks [{ranks - 1}] are empty"
+        if ranks > 1:
+            assert errors["width"].startswith("the ranks' slices disagree")
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_a_linear_problem_split_over_ranks_solves_and_differentiates_like_one_process(ranks):
+    out = mpirun("distributed_linear.py", ranks)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["size"] == ranks and len(report["cases"]) == 6
+    for name, per_rank in report["cases"].items():
+        for r in per_rank:
+            assert r["rows"] and r["retcode"] == "Success", (name, r)
+            for key in ("states", "b", "A", "h0"):
+                assert r[key] <= 1e-12, (name, key, r)
+    expected = "the ranks' slices of the time axis disagree" if ranks > 1 else None
+    assert report["errors"] == [expected] * ranks

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..adjoint import ScanAdjoint
 from ..backends import BACKENDS
+from ..kernels.distributed import scan_distributed
 from ..problems import LinearRecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register
@@ -72,14 +73,23 @@ class LinearSolve(SolverState):
         p = self.problem
         rows = p.T * int(np.prod(p.batch_shape, dtype=np.int64))
         self.states, nbytes = call_with_peak(
-            kind_of_call(f"scan:{self.method}", p, self.backend), rows,
-            lambda: self.backend.scan(p.A, p.b, p.h0, method=self.method,
-                                      chunk_size=self.chunk_size))
+            kind_of_call(f"scan:{self.method}", p, self.backend), rows, self._scan)
         self.stats.scans += 1
         self.stats.peak_bytes = int(nbytes)
         finite = bool(self.xp.isfinite(self.states).all())
+        if p.comm is not None:  # every rank returns the same return code
+            finite = all(p.comm.allgather(finite))
         self.retcode = ReturnCode.Success if finite else ReturnCode.NonFinite
         self.done = True
+
+
+    def _scan(self):  # type: ignore[no-untyped-def]
+        p = self.problem
+        if p.comm is None:
+            return self.backend.scan(p.A, p.b, p.h0, method=self.method,
+                                     chunk_size=self.chunk_size)
+        return scan_distributed(p.A, p.b, p.h0, p.comm, chunk_size=self.chunk_size,
+                                kernel=self.backend.scan_kernel(self.method))
 
 
 register(LinearRecurrenceProblem, ParallelScan)(LinearSolve)

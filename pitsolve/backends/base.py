@@ -85,6 +85,10 @@ class Backend:
         return to_numpy(x)
 
     # -- scans -----------------------------------------------------------------------------
+    def scan_kernel(self, method: str) -> str:
+        """The name of the kernel (:data:`pitsolve.kernels.KERNELS`) of a scan ``method``."""
+        return self._scan_kernel(method)
+
     def _scan_kernel(self, method: str) -> str:
         if method not in SCAN_METHODS:
             raise ValueError(f"method must be one of {SCAN_METHODS}, got {method!r}")
