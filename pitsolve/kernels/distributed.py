@@ -4,8 +4,10 @@ Rank r holds a contiguous slice :math:`[s_r, s_{r+1})` of the steps (rank order 
 order; slices may be uneven, down to one step) and never the rest. A scan is
 
 1. **local reduction**: the slice's affine summary — its transfer map
-   :math:`\Phi_r = A_{s_{r+1}-1}\cdots A_{s_r}` (:func:`chain_product`, a log-depth pairwise
-   product) and its end state :math:`e_r` from a zero carry-in (a local scan);
+   :math:`\Phi_r = A_{s_{r+1}-1}\cdots A_{s_r}` and its end state :math:`e_r` from a zero
+   carry-in, in one parallel pass over chunks without T-sized temporaries (the Numba
+   kernels' chunk summaries; on other backends a local scan and :func:`chain_product`, a
+   log-depth pairwise product);
 2. **one collective**: every rank gathers every rank's summary (``allgather``; O(D²) per
    rank, independent of T) and folds the ones before it:
    :math:`c_0 = h_0`, :math:`c_{r+1} = \Phi_r c_r + e_r`;
@@ -27,10 +29,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 
-from .._arrays import array_namespace
+from .._arrays import array_namespace, is_cupy_array
 from . import affine_scan, affine_scan_transpose
+from ._numba_summaries import _end_chunk
 
 __all__ = ["chain_product", "previous_state", "scan_distributed", "scan_transpose_distributed"]
 
@@ -59,6 +63,43 @@ def chain_product(A: Any, dense: bool) -> Any:
             prod = xp.concatenate([prod, P[(..., slice(n - 1, n), *tail)]], axis=axis)
         P = prod
     return P[(..., 0, *tail)]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _chunk_summaries(A, V, cs, E, PHI):  # pragma: no cover - jitted
+    """Per (batch element, chunk of ``cs`` steps), in parallel: the chunk's end state from a
+    zero carry-in into ``E`` and its transfer map into ``PHI`` (no T-sized temporaries)."""
+    B, T = V.shape[0], V.shape[1]
+    C = E.shape[1]
+    for task in numba.prange(B * C):
+        bi, c = task // C, task % C
+        _end_chunk(A[bi], V[bi], c * cs, min(cs, T - c * cs), 1, 0, None, E[bi, c], PHI[bi, c])
+
+
+def _summary(A: Any, v: Any, dense: bool, kernel: str) -> tuple[Any, Any]:
+    """``(Φ, e)`` of this rank's slice: the transfer map and the end state from a zero
+    carry-in. NumPy arrays on a Numba kernel: one parallel pass over chunks (one per
+    thread) and a fold of the chunks' summaries; else a local scan and
+    :func:`chain_product`."""
+    xp = array_namespace(A, v)
+    if is_cupy_array(v) or not kernel.startswith("numba"):
+        zero = xp.zeros((*v.shape[:-2], v.shape[-1]), dtype=v.dtype)
+        e = affine_scan(A, v, zero, kernel=kernel)[..., -1, :]
+        return chain_product(A, dense), e
+    batch, (T, D) = v.shape[:-2], v.shape[-2:]
+    Ab = np.ascontiguousarray(A.reshape(-1, *A.shape[len(batch):]))
+    Vb = np.ascontiguousarray(v.reshape(-1, T, D))
+    C = max(1, min(T, numba.get_num_threads()))
+    cs = -(-T // C)
+    C = -(-T // cs)
+    E = np.empty((Vb.shape[0], C, D), dtype=v.dtype)
+    PHI = np.empty((Vb.shape[0], C, *Ab.shape[2:]), dtype=v.dtype)
+    _chunk_summaries(Ab, Vb, cs, E, PHI)
+    Phi, e = PHI[:, 0], E[:, 0]
+    for c in range(1, C):  # later chunk after the earlier: (Φ_c, e_c) ∘ (Φ, e)
+        e = _apply(PHI[:, c], e, dense) + E[:, c]
+        Phi = np.matmul(PHI[:, c], Phi) if dense else PHI[:, c] * Phi
+    return Phi.reshape(*batch, *Phi.shape[1:]), e.reshape(*batch, D)
 
 
 def _apply(Phi: Any, x: Any, dense: bool, transpose: bool = False) -> Any:
@@ -98,12 +139,10 @@ def scan_distributed(A: Any, b: Any, h0: Any, comm: Any, *, kernel: str = "numba
     ``carry``, also the carry-in :math:`h_{s_r - 1}` (rank 0: :math:`h_0`)."""
     xp = array_namespace(A, b)
     dense = A.ndim == b.ndim + 1
-    zero = xp.zeros((*b.shape[:-2], b.shape[-1]), dtype=b.dtype)
     if b.shape[-2] == 0:
-        Phi = e = zero
+        Phi = e = xp.zeros((*b.shape[:-2], b.shape[-1]), dtype=b.dtype)
     else:
-        e = affine_scan(A, b, zero, kernel=kernel, chunk_size=chunk_size)[..., -1, :]
-        Phi = chain_product(A, dense)
+        Phi, e = _summary(A, b, dense, kernel)
     rank = comm.Get_rank()
     parts = _gather(comm, A, b, Phi, e, h0 if rank == 0 else None)
     if parts[0][3] is None:
@@ -135,7 +174,7 @@ def scan_transpose_distributed(A: Any, g: Any, comm: Any, *, kernel: str = "numb
         Phi = o = xp.zeros((*g.shape[:-2], g.shape[-1]), dtype=g.dtype)
     else:
         o = affine_scan_transpose(A, g, kernel=kernel, chunk_size=chunk_size)[1]
-        Phi = chain_product(A, dense)
+        Phi = _summary(A, g, dense, kernel)[0]
     rank = comm.Get_rank()
     parts = _gather(comm, A, g, Phi, o, None)
     incoming = xp.zeros((*g.shape[:-2], g.shape[-1]), dtype=g.dtype)
