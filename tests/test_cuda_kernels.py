@@ -180,8 +180,11 @@ def test_dense_scans_up_to_the_largest_state(D):
                                numpy_scan.scan_loop(A, b, h0), rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(scan.scan_blocked_reverse(A, b, chunk_size=3),
                                numpy_scan.scan_loop_reverse(A, b), rtol=1e-11, atol=1e-12)
-    with pytest.raises(ValueError, match="D <= 64"):
-        scan.scan_blocked(*_maps(np.random.default_rng(0), True, 1, 2, 65, np.float64))
+    A, b, h0 = _maps(np.random.default_rng(0), True, 1, 6, 65, np.float64)  # the array code
+    np.testing.assert_allclose(scan.scan_blocked(A, b, h0, chunk_size=4),
+                               numpy_scan.scan_loop(A, b, h0), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(scan.scan_blocked_reverse(A, b),
+                               numpy_scan.scan_loop_reverse(A, b), rtol=1e-11, atol=1e-12)
 
 
 @pytest.mark.cudasim

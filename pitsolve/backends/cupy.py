@@ -36,28 +36,6 @@ class CupyBackend(Backend):
         if self.cuda:
             self.scan_kernels = {**self.scan_kernels, "blocked": "cuda"}
 
-    def scan(self, A: Any, b: Any, h0: Any, *, method: str = "blocked",
-             chunk_size: int | None = None) -> Any:
-        return super().scan(A, b, h0, method=self._dense_ok(method, A, b), chunk_size=chunk_size)
-
-    def scan_transpose(self, A: Any, g: Any, *, method: str = "blocked",
-                       chunk_size: int | None = None) -> tuple[Any, Any]:
-        return super().scan_transpose(A, g, method=self._dense_ok(method, A, g),
-                                      chunk_size=chunk_size)
-
-    def _dense_ok(self, method: str, A: Any, b: Any) -> str:
-        """``method``, but dense maps beyond the kernels' size take the array code."""
-        from ..kernels.cuda.scan import MAX_DENSE
-
-        if self.cuda and A.ndim == b.ndim + 1 and b.shape[-1] > MAX_DENSE:
-            return method if method != "blocked" else "_blocked_xp"
-        return method
-
-    def _scan_kernel(self, method: str) -> str:
-        if method == "_blocked_xp":
-            return "numpy"
-        return super()._scan_kernel(method)
-
     def residual_norms(self, h: Any, f: Any, atol: float, rtol: float,
                        out: Any = None) -> tuple[np.ndarray, np.ndarray, int]:
         arrays = (h, f) if out is None else (h, f, out)

@@ -1,14 +1,14 @@
 r"""Every CUDA kernel of pitsolve, by name, with the signatures it is compiled for.
 
-A kernel module decorates each kernel (``numba.cuda.jit(cache=True)``: compiled code is
-cached on disk, so a process pays the JIT once per kernel and signature, not every run) with
-:func:`register` (the signatures as templates in
-``{f}``, the float type, expanded to float32 and float64); :func:`kernels` imports every such
-module (``pitsolve.kernels.cuda.*`` and every ``_cuda`` module of the package) and returns
-the registry, so that a test can compile each kernel to PTX for each architecture and fail
-on a kernel it does not know. :func:`launch` starts a kernel on the arrays it is given: CuPy
-arrays (through the CUDA array interface, on CuPy's current stream), NumPy arrays under the
-simulator, and the arrays of :mod:`pitsolve.testing.fake_cupy` under the simulator.
+A kernel module decorates each kernel with :func:`register` (the signatures as templates in
+``{f}``, the float type, expanded to float32 and float64); kernels are
+``numba.cuda.jit(cache=True)``, so a process pays the JIT once per kernel and signature, not
+every run. :func:`kernels` imports every such module (``pitsolve.kernels.cuda.*`` and every
+``_cuda`` module of the package) and returns the registry, so that a test can compile each
+kernel to PTX for each architecture and fail on a kernel it does not know. :func:`launch`
+starts a kernel on the arrays it is given: CuPy arrays (through the CUDA array interface, on
+CuPy's current stream), NumPy arrays under the simulator, and the arrays of
+:mod:`pitsolve.testing.fake_cupy` under the simulator.
 """
 
 from __future__ import annotations

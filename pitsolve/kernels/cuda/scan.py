@@ -238,8 +238,11 @@ def _scan(A: Any, b: Any, h0: Any, rev: bool, chunk_size: int | None) -> Any:
         from .lookback import scan_lookback
 
         return scan_lookback(A, b, h0, rev)
-    if dense and D > MAX_DENSE:
-        raise ValueError(f"the dense CUDA scan takes D <= {MAX_DENSE}, got D = {D}")
+    if dense and D > MAX_DENSE:  # beyond the kernels' vectors: the array code (batched GEMM)
+        from .. import numpy_scan
+
+        return numpy_scan.scan_blocked(A, b, h0, chunk_size=chunk_size, xp=xp) if not rev else \
+            numpy_scan.scan_blocked_reverse(A, b, chunk_size=chunk_size, xp=xp)
     lanes = D + 1 if dense else D
     L = int(chunk_size) if chunk_size else chunk_length(T, Bn * lanes)
     C = -(-T // L)
@@ -263,7 +266,8 @@ def _scan(A: Any, b: Any, h0: Any, rev: bool, chunk_size: int | None) -> Any:
 def scan_blocked(A: Any, b: Any, h0: Any, *, chunk_size: int | None = None) -> Any:
     r"""States of :math:`h_t = A_t h_{t-1} + b_t`: ``A`` ``(B, T, D)`` or ``(B, T, D, D)``,
     ``b`` ``(B, T, D)``, ``h0`` ``(B, D)``, all C-contiguous device arrays of one float type
-    (dense: D ≤ :data:`MAX_DENSE`)."""
+    (dense maps with D > :data:`MAX_DENSE` take the array code's blocked scan, whose
+    chunk-map products are batched GEMMs)."""
     if b.shape[1] == 0:
         return b.copy()
     return _scan(A, b, h0, False, chunk_size)
