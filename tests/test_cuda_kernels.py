@@ -347,9 +347,10 @@ def test_device_solves_equal_the_cpu(name, alg):
 
     model, h0, x = getattr(problems, name)(T=20_000)
     T = None if x is not None else 20_000
-    ref = ps.solve(ps.RecurrenceProblem(model, h0, inputs=x, T=T), alg)
+    tol = {"rtol": 1e-10, "atol": 1e-12}
+    ref = ps.solve(ps.RecurrenceProblem(model, h0, inputs=x, T=T), alg, **tol)
     sol = ps.solve(ps.RecurrenceProblem(model, cupy.asarray(h0), inputs=None if x is None
-                                        else cupy.asarray(x), T=T), alg)
+                                        else cupy.asarray(x), T=T), alg, **tol)
     assert ps.is_successful(sol) and sol.backend.cuda and sol.retcode == ref.retcode
     np.testing.assert_allclose(sol.states.get(), ref.states, rtol=1e-6, atol=1e-8)
     g = np.random.default_rng(2).normal(size=ref.states.shape)
