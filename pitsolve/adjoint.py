@@ -97,9 +97,9 @@ def check_cotangent(sol: Solution, g: Any) -> Any:
     return g.astype(sol.states.dtype, copy=False)
 
 
-def _previous(problem: Any, states: Any, xp: Any) -> Any:
-    """h_{t-1} for t = 1..T."""
-    return xp.concatenate([problem.h0[..., None, :], states[..., :-1, :]], axis=-2)
+def _previous(before: Any, states: Any, xp: Any) -> Any:
+    """h_{t-1} for the steps of ``states``, ``before`` the state before the first (h0)."""
+    return xp.concatenate([before[..., None, :], states[..., :-1, :]], axis=-2)
 
 
 def _from_lambda(sol: Solution, model: Any, prev: Any, lam: Any) -> Cotangents:
@@ -162,10 +162,18 @@ class ScanAdjoint(_Rule):
             return super().vjp(sol, g)
         g = check_cotangent(sol, g)
         p: LinearRecurrenceProblem = sol.problem
-        if p.comm is not None:  # the time axis split over ranks: this rank's slice
-            return self._distributed(sol, g)
-        lam, h0_bar = self._scan(sol, p.A, g)
-        h_prev = _previous(p, sol.states, sol.backend.xp)
+        xp = sol.backend.xp
+        if p.comm is None:
+            lam, h0_bar = self._scan(sol, p.A, g)
+            before = p.h0
+        else:  # the time axis split over ranks: this rank's slice; ``.h0`` rank 0's (zeros
+            # on the others, so that the sum over ranks is the cotangent)
+            lam, h0_bar = scan_transpose_distributed(
+                p.A, g, p.comm, kernel=sol.backend.scan_kernel(self.method),
+                chunk_size=self.chunk_size)
+            h0_bar = xp.zeros_like(p.h0) if h0_bar is None else h0_bar
+            before = previous_state(sol.states, p.h0, p.comm)
+        h_prev = _previous(before, sol.states, xp)
         if p.structure == "diagonal":
             A_bar = lam * h_prev
         else:
@@ -175,23 +183,8 @@ class ScanAdjoint(_Rule):
     def _scan(self, sol: Solution, A: Any, g: Any) -> tuple[Any, Any]:
         return sol.backend.scan_transpose(A, g, method=self.method, chunk_size=self.chunk_size)
 
-    def _distributed(self, sol: Solution, g: Any) -> Cotangents:
-        """The cotangents of this rank's slice (``.h0``: rank 0's; zeros on the others, so
-        that the sum over ranks is the cotangent): one distributed transposed scan and one
-        exchange of the ranks' last states."""
-        p: LinearRecurrenceProblem = sol.problem
-        xp = sol.backend.xp
-        lam, h0_bar = scan_transpose_distributed(
-            p.A, g, p.comm, kernel=sol.backend.scan_kernel(self.method),
-            chunk_size=self.chunk_size)
-        before = previous_state(sol.states, p.h0, p.comm)
-        h_prev = xp.concatenate([before[..., None, :], sol.states[..., :-1, :]], axis=-2)
-        A_bar = lam * h_prev if p.structure == "diagonal" else \
-            lam[..., :, None] * h_prev[..., None, :]
-        return Cotangents(A=A_bar, b=lam, h0=xp.zeros_like(p.h0) if h0_bar is None else h0_bar)
-
     def _recurrence(self, sol: Solution, model: Any, g: Any) -> Cotangents:
-        prev = _previous(sol.problem, sol.states, sol.backend.xp)
+        prev = _previous(sol.problem.h0, sol.states, sol.backend.xp)
         x = sol.problem.inputs
         J = sol.jacobians
         if J is None:
@@ -229,7 +222,7 @@ class MatrixFreeAdjoint(_Rule):
 
     def _recurrence(self, sol: Solution, model: Any, g: Any) -> Cotangents:
         xp = sol.backend.xp
-        prev, x = _previous(sol.problem, sol.states, xp), sol.problem.inputs
+        prev, x = _previous(sol.problem.h0, sol.states, xp), sol.problem.inputs
         rtol = 10 * float(np.finfo(g.dtype).eps) ** 0.75
         T = g.shape[-2]
         window = T if self.window is None else max(1, min(int(self.window), T))
