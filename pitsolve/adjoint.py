@@ -38,9 +38,9 @@ import numpy as np
 
 from ._arrays import array_namespace
 from ._validation import as_float_array
-from .kernels.distributed import previous_state, scan_transpose_distributed
 from .models.base import Model
 from .operators import TrajectoryJacobian
+from .parallel.slices import TimeSlices
 from .problems import LinearRecurrenceProblem, RecurrenceProblem
 from .solution import Solution
 
@@ -104,13 +104,22 @@ def _previous(before: Any, states: Any, xp: Any) -> Any:
 
 def _from_lambda(sol: Solution, model: Any, prev: Any, lam: Any) -> Cotangents:
     """The cotangents of a :class:`RecurrenceProblem`'s inputs from λ, each computed when
-    first read (one VJP pass each)."""
+    first read (one VJP pass each). On a time axis split over ranks: ``.params`` summed over
+    the ranks, computed now (a collective), ``.h0`` zeros after rank 0."""
     p: RecurrenceProblem = sol.problem
     x = p.inputs
     x0 = None if x is None else x[..., 0, :]
+    slices = TimeSlices(getattr(p, "comm", None))
+    if slices.split:
+        params = model.vjp_params(prev, x, lam)
+        params = type(params)({k: slices.sum(v) for k, v in params.items()})
+        h0 = (Deferred(model.vjp_h, prev[..., 0, :], x0, lam[..., 0, :]) if slices.rank == 0
+              else sol.backend.xp.zeros_like(p.h0))
+    else:
+        params = Deferred(model.vjp_params, prev, x, lam)
+        h0 = Deferred(model.vjp_h, p.h0, x0, lam[..., 0, :])
     return Cotangents(
-        params=Deferred(model.vjp_params, prev, x, lam),
-        h0=Deferred(model.vjp_h, p.h0, x0, lam[..., 0, :]),
+        params=params, h0=h0,
         inputs=None if x is None else Deferred(model.vjp_inputs, prev, x, lam),
     )
 
@@ -126,6 +135,9 @@ class _Rule:
         if not isinstance(sol.problem, RecurrenceProblem):
             raise TypeError(f"{type(self).__name__} differentiates solutions of a "
                             f"RecurrenceProblem, not of a {type(sol.problem).__name__}")
+        if sol.problem.comm is not None and not isinstance(self, ScanAdjoint):
+            raise ValueError(f"{type(self).__name__} does not run on a time axis split over "
+                             "ranks (comm=): ScanAdjoint does")
         model = sol.backend.bind(sol.problem.working_model())
         return self._recurrence(sol, model, g)
 
@@ -162,18 +174,11 @@ class ScanAdjoint(_Rule):
             return super().vjp(sol, g)
         g = check_cotangent(sol, g)
         p: LinearRecurrenceProblem = sol.problem
-        xp = sol.backend.xp
-        if p.comm is None:
-            lam, h0_bar = self._scan(sol, p.A, g)
-            before = p.h0
-        else:  # the time axis split over ranks: this rank's slice; ``.h0`` rank 0's (zeros
-            # on the others, so that the sum over ranks is the cotangent)
-            lam, h0_bar = scan_transpose_distributed(
-                p.A, g, p.comm, kernel=sol.backend.scan_kernel(self.method),
-                chunk_size=self.chunk_size)
-            h0_bar = xp.zeros_like(p.h0) if h0_bar is None else h0_bar
-            before = previous_state(sol.states, p.h0, p.comm)
-        h_prev = _previous(before, sol.states, xp)
+        # on a time axis split over ranks: this rank's slice; ``.h0`` rank 0's (zeros on the
+        # others, so that the sum over ranks is the cotangent)
+        lam, h0_bar = self._scan(sol, p.A, g)
+        h_prev = _previous(TimeSlices(p.comm).before(sol.states, p.h0), sol.states,
+                           sol.backend.xp)
         if p.structure == "diagonal":
             A_bar = lam * h_prev
         else:
@@ -181,10 +186,12 @@ class ScanAdjoint(_Rule):
         return Cotangents(A=A_bar, b=lam, h0=h0_bar)
 
     def _scan(self, sol: Solution, A: Any, g: Any) -> tuple[Any, Any]:
-        return sol.backend.scan_transpose(A, g, method=self.method, chunk_size=self.chunk_size)
+        return TimeSlices(sol.problem.comm).scan_transpose(
+            sol.backend, A, g, method=self.method, chunk_size=self.chunk_size)
 
     def _recurrence(self, sol: Solution, model: Any, g: Any) -> Cotangents:
-        prev = _previous(sol.problem.h0, sol.states, sol.backend.xp)
+        before = TimeSlices(sol.problem.comm).before(sol.states, sol.problem.h0)
+        prev = _previous(before, sol.states, sol.backend.xp)
         x = sol.problem.inputs
         J = sol.jacobians
         if J is None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ._arrays import array_namespace
 from ._validation import as_float_array, check_finite, check_positive_int, result_float_dtype
+from .parallel.slices import collective_check, even_rows
 
 __all__ = ["LinearRecurrenceProblem", "RecurrenceProblem"]
 
@@ -49,6 +50,12 @@ class LinearRecurrenceProblem:
     """
 
     def __init__(self, A: Any, b: Any, h0: Any, *, comm: Any = None):
+        collective_check(comm, lambda: self._validate(A, b, h0, comm))
+        self.comm = comm
+        self.rows = (0, self.T) if comm is None else _rows_of_ranks(
+            comm, (self.batch_shape, self.D, str(self.dtype), self.structure), self.T)
+
+    def _validate(self, A: Any, b: Any, h0: Any, comm: Any) -> None:
         b = as_float_array(b, "b", min_ndim=2)
         A = as_float_array(A, "A", min_ndim=2)
         if h0 is None and comm is not None and comm.Get_rank() != 0:
@@ -83,9 +90,6 @@ class LinearRecurrenceProblem:
         self.structure = structure
         self.batch_shape, self.T, self.D, self.dtype = batch, T, D, dtype
         self.xp = xp
-        self.comm = comm
-        self.rows = (0, T) if comm is None else _rows_of_ranks(comm, (batch, D, str(dtype),
-                                                                     structure), T)
 
     def __repr__(self) -> str:
         return (
@@ -120,9 +124,40 @@ class RecurrenceProblem:
         optional array ``(..., T, N_x)`` of inputs :math:`x_t` with the same batch axes.
     T
         number of steps; required when ``inputs`` is None, else inferred (and checked if given).
+    comm
+        optional MPI communicator (mpi4py): the time axis is split over its ranks. Each rank
+        passes its own contiguous slice of ``inputs`` (rank order is time order; slices may be
+        uneven, down to one step) or, without inputs, the global ``T``, which is split as
+        evenly as possible. ``h0`` is rank 0's (broadcast; the other ranks may pass None).
+        Building the problem is collective: invalid input on any rank raises the same
+        ``ValueError`` on every rank.
+
+    Attributes
+    ----------
+    batch_shape, T, D, dtype
+        sizes and precision (with ``comm``: T is this rank's number of steps).
+    comm, rows
+        the communicator (None) and the global steps ``(start, stop)`` this rank holds
+        (``(0, T)`` without ``comm``).
     """
 
-    def __init__(self, model: Any, h0: Any, inputs: Any = None, T: int | None = None):
+    def __init__(self, model: Any, h0: Any, inputs: Any = None, T: int | None = None, *,
+                 comm: Any = None):
+        if comm is not None:  # rank 0's initial state, on every rank
+            h0 = comm.bcast(h0 if comm.Get_rank() == 0 else None, root=0)
+        collective_check(comm, lambda: self._validate(model, h0, inputs, T, comm))
+        self.comm = comm
+        self.rows = (0, self.T)
+        if comm is not None:
+            key = (self.batch_shape, self.D, str(self.dtype),
+                   None if inputs is None else inputs.shape[-1])
+            self.rows = _rows_of_ranks(comm, key, self.T)
+            total = comm.allreduce(self.T)
+            if inputs is not None and T is not None and T != total:
+                raise ValueError(f"T={T} does not match the {total} steps of the ranks' "
+                                 "slices of inputs")
+
+    def _validate(self, model: Any, h0: Any, inputs: Any, T: int | None, comm: Any) -> None:
         if not callable(getattr(model, "f", None)):
             raise TypeError(
                 f"model must implement the pitsolve model protocol (a method f(h, x)); "
@@ -139,6 +174,9 @@ class RecurrenceProblem:
                 raise ValueError("T is required when inputs is None (give T=number of steps)")
             if getattr(model, "input_dim", 0):
                 raise ValueError(f"model expects inputs of size {model.input_dim}; inputs is None")
+            if comm is not None:  # the global T, split evenly
+                start, stop = even_rows(T, comm.Get_size(), comm.Get_rank())
+                T = stop - start
         else:
             inputs = as_float_array(inputs, "inputs", min_ndim=2)
             array_namespace(h0, inputs)
@@ -150,7 +188,7 @@ class RecurrenceProblem:
             T_in = inputs.shape[-2]
             if T_in == 0:
                 raise ValueError(f"inputs must have T ≥ 1 time steps, got shape {inputs.shape}")
-            if T is not None and T != T_in:
+            if T is not None and T != T_in and comm is None:
                 raise ValueError(f"T={T} does not match inputs with {T_in} time steps")
             T = T_in
             input_dim = getattr(model, "input_dim", None)

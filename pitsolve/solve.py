@@ -17,6 +17,7 @@ import numpy as np
 
 from ._validation import as_float_array, check_positive_int
 from .backends import BACKENDS, Backend, select
+from .parallel.slices import TimeSlices, abort_on_error
 from .solution import ReturnCode, Solution, SolverError, Stats, is_successful
 
 __all__ = [
@@ -221,12 +222,17 @@ def step(state: SolverState) -> SolverState:
     """Advance a solve by one iteration (no-op once done)."""
     if not state.done:
         t0 = time.perf_counter()
-        # overflow and NaN are detected by the solvers and reported as return codes
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        slices = TimeSlices(getattr(state.problem, "comm", None))
+        # on a time axis split over ranks, an exception on one rank ends the job (no rank
+        # waits for it in a collective); overflow and NaN are detected by the solvers and
+        # reported as return codes
+        with abort_on_error(slices.comm), np.errstate(over="ignore", invalid="ignore",
+                                                      divide="ignore", under="ignore"):
             state.step()
+            cb = state.controls.callback
+            stop = cb is not None and cb(state) is True
         state.stats.wall_time += time.perf_counter() - t0
-        cb = state.controls.callback
-        if cb is not None and cb(state) is True and not state.done:
+        if cb is not None and slices.any(stop) and not state.done:  # the ranks agree
             state.terminate()
     return state
 

@@ -135,3 +135,36 @@ def test_a_linear_problem_split_over_ranks_solves_and_differentiates_like_one_pr
                 assert r[key] <= 1e-12, (name, key, r)
     expected = "the ranks' slices of the time axis disagree" if ranks > 1 else None
     assert report["errors"] == [expected] * ranks
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4])
+def test_deer_on_a_split_time_axis_equals_the_single_process_solve(ranks):
+    """DEER's iterates, return codes and vjp on a time axis split over ranks (uneven slices
+    down to one step) equal the single-process ones; fallback, throw and the callback agree
+    on every rank; bad input is the same error everywhere."""
+    out = mpirun("distributed_deer.py", ranks)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["size"] == ranks
+    for name, per_rank in report["cases"].items():
+        rows = [c["rows"] for c in per_rank]
+        assert rows[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(rows)), name
+        for c in per_rank:
+            assert c["retcode"] == c["ref_retcode"], name
+            assert c["iterations"][0] == c["iterations"][1], name  # the same iterates
+            assert c["states"] <= 1e-12, name
+            if c["retcode"] == "Success":
+                assert max(c["params"], c["h0"], c["inputs"]) <= 1e-10, name
+    assert report["cases"]["chaotic-linesearch"][0]["retcode"] == "Stalled"  # best iterate
+    for fb in report["fallback"]:
+        assert fb["retcode"] == "Success" and fb["fallback"] == "MaxIters", fb
+        assert fb["states"] <= 1e-12 and fb["throw"] == "MaxIters", fb
+        assert fb["callback"] == ["Terminated", 2] and fb["h_init"] == 0, fb
+    errors = report["errors"]
+    assert all(e == errors[0] for e in errors)  # the same message on every rank
+    assert errors[0]["lm"].startswith("damping=LevenbergMarquardt() is not available")
+    assert errors[0]["krylov"].startswith("NewtonKrylov does not run on a time axis split")
+    if ranks > 1:
+        assert errors[0]["width"].startswith(f"rank {ranks - 1}: inputs must have last axis")
+        assert errors[0]["empty"].startswith(f"rank {ranks - 1}: inputs must have T ≥ 1")
+        assert errors[0]["short"].startswith("on every rank: T=")

@@ -162,6 +162,9 @@ class DEERSolve(NewtonState):
         super().__init__(problem, algorithm, controls)
         self.adjoint = ScanAdjoint(chunk_size=algorithm.chunk_size)
         damping = algorithm.damping
+        if self.slices.split and isinstance(damping, LevenbergMarquardt):
+            raise ValueError("damping=LevenbergMarquardt() is not available on a time axis split "
+                             "over ranks (comm=) yet: use LineSearch() or no damping")
         self.lam = damping.lam if isinstance(damping, LevenbergMarquardt) else 0.0
         # Jacobians at converged steps, (start, J) in time order, for the adjoint
         # (sol.jacobians); only where Ĵ is the exact Jacobian
@@ -234,7 +237,7 @@ class DEERSolve(NewtonState):
         f_prev = self.measured("eval:none", self.rows(prev.shape[-2]),
                                lambda: self.model.f(prev, x), h, *alive)
         r = self.segment(h) - f_prev
-        phi = 0.5 * (r * r).sum(axis=(-2, -1))
+        phi = self.slices.sum(0.5 * (r * r).sum(axis=(-2, -1)))
         return xp.where(xp.isfinite(phi), phi, xp.inf)
 
     def step(self) -> None:
@@ -242,7 +245,8 @@ class DEERSolve(NewtonState):
         f_prev, J = self.linearise(self.h, self.start)
         # a non-finite Ĵ makes the Newton step non-finite, which the update reports; the
         # damped steps would instead shrink or reject the step, so check first for them
-        if J is not None and self.algorithm.damping is not None and not self.backend.all_finite(J):
+        if J is not None and self.algorithm.damping is not None and not self.slices.all(
+                self.backend.all_finite(J)):
             self.finish_with_best(ReturnCode.NonFinite)
             return
         start = self.start
@@ -270,7 +274,8 @@ class DEERSolve(NewtonState):
             zero, chunk = xp.zeros_like(self.carry(self.start)), self.algorithm.chunk_size
             rhs = self.take_rhs(first)
             delta = self.measured("scan", self.rows(rhs.shape[-2]),
-                                  lambda: self.backend.scan(J, rhs, zero, chunk_size=chunk),
+                                  lambda: self.slices.scan(self.backend, J, rhs, zero,
+                                                           chunk_size=chunk),
                                   f_prev, J, rhs)
             self.stats.scans += 1
             if damping is None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..adjoint import ScanAdjoint
 from ..backends import BACKENDS
-from ..kernels.distributed import scan_distributed
+from ..parallel.slices import TimeSlices
 from ..problems import LinearRecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register
@@ -76,20 +76,16 @@ class LinearSolve(SolverState):
             kind_of_call(f"scan:{self.method}", p, self.backend), rows, self._scan)
         self.stats.scans += 1
         self.stats.peak_bytes = int(nbytes)
-        finite = bool(self.xp.isfinite(self.states).all())
-        if p.comm is not None:  # every rank returns the same return code
-            finite = all(p.comm.allgather(finite))
+        # every rank returns the same return code
+        finite = TimeSlices(p.comm).all(bool(self.xp.isfinite(self.states).all()))
         self.retcode = ReturnCode.Success if finite else ReturnCode.NonFinite
         self.done = True
 
 
     def _scan(self):  # type: ignore[no-untyped-def]
         p = self.problem
-        if p.comm is None:
-            return self.backend.scan(p.A, p.b, p.h0, method=self.method,
-                                     chunk_size=self.chunk_size)
-        return scan_distributed(p.A, p.b, p.h0, p.comm, chunk_size=self.chunk_size,
-                                kernel=self.backend.scan_kernel(self.method))
+        return TimeSlices(p.comm).scan(self.backend, p.A, p.b, p.h0, method=self.method,
+                                       chunk_size=self.chunk_size)
 
 
 register(LinearRecurrenceProblem, ParallelScan)(LinearSolve)

@@ -7,6 +7,14 @@ element, freezes the converged prefix (causality: after k iterations h_1..h_k ar
 stops on success, divergence, non-finite values, stalling, ``maxiter`` or the callback. The
 backend chosen when the solve starts does the per-iteration passes (residual norms, the step
 update), so none of this code looks at array types.
+
+With a problem whose time axis is split over MPI ranks (``comm=``), the iterate is this rank's
+slice and the slot before it holds the *halo* :math:`h_{s_r-1}`, the last state of the rank
+before (rank 0: :math:`h_0`). The ranks talk through a
+:class:`~pitsolve.parallel.slices.TimeSlices` (a no-op in one process), once per test (the
+norms' maxima and the converged prefix) and once per step (the step's figures and the new
+halo): every rank takes the same decisions, so every rank returns the same return code and the
+iterates equal the single-process ones.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..parallel.slices import TimeSlices
 from ..problems import RecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Controls, SolverState
@@ -57,9 +66,12 @@ class NewtonState(SolverState):
         super().__init__(problem, algorithm, controls)
         self.model = self.backend.bind(problem.working_model())
         self.rtol, self.atol = controls.tolerances(problem.dtype)
+        self.slices = TimeSlices(getattr(problem, "comm", None))
         # the iterate h_1..h_T is a view after h0: h_{t-1} over any segment is then a view too
         self._with_h0 = initial_guess(problem, controls.h_init)
         self.h = self._with_h0[..., 1:, :]
+        if self.slices.split:  # the slot before the slice: the rank before's last state
+            self._with_h0[..., 0, :] = self.slices.halo(self.h[..., -1, :], problem.h0)
         self.rhs: Any = None  # f(h) - h on the active segment, from test()
         self._keys: dict[str, tuple] = {}  # kinds of call, for the peak memory
         self.start = 0  # steps before `start` are converged and frozen
@@ -117,16 +129,21 @@ class NewtonState(SolverState):
 
     # -- pieces of the trajectory ------------------------------------------------------------
     def carry(self, start: int) -> Any:
-        """The state before step ``start`` (h0 for start = 0)."""
-        return self.problem.h0 if start == 0 else self.h[..., start - 1, :]
+        """The state before step ``start`` of the iterate (h0, or the halo, for start = 0)."""
+        return self._with_h0[..., start, :]
 
     def previous(self, h: Any, start: int) -> Any:
         """h_{t-1} for t in [start, stop), from the trajectory ``h`` (full length): for the
-        iterate itself (``h is self.h``) a view, which changes with it."""
+        iterate itself (``h is self.h``) a view, which changes with it. For another
+        trajectory (a trial step) on a split time axis, its halo is exchanged (collective)."""
         if h is self.h:
             return self._with_h0[..., start : self.stop, :]
+        before = self.carry(start)
+        if self.slices.split:
+            halo = self.slices.halo(h[..., -1, :], self.problem.h0)
+            before = halo if start == 0 else before
         inner = h[..., start : self.stop - 1, :]
-        return self.xp.concatenate([self.carry(start)[..., None, :], inner], axis=-2)
+        return self.xp.concatenate([before[..., None, :], inner], axis=-2)
 
     def inputs(self, start: int) -> Any:
         """x_t for t in [start, stop), or None."""
@@ -161,10 +178,15 @@ class NewtonState(SolverState):
         xp = self.xp
         segment = self.segment(self.h)
         self.rhs = xp.empty_like(segment)  # f(h) - h, the Newton step's right-hand side
-        err, q, first = self.measured(
-            "test", self.rows(segment.shape[-2]),
-            lambda: self.backend.residual_norms(segment, f_prev, self.atol, self.rtol,
-                                                out=self.rhs), f_prev)
+        if segment.shape[-2] == 0:  # (a rank whose slice has converged: its part is nothing)
+            err = q = np.zeros(self.problem.batch_shape)
+            first = 0
+        else:
+            err, q, first = self.measured(
+                "test", self.rows(segment.shape[-2]),
+                lambda: self.backend.residual_norms(segment, f_prev, self.atol, self.rtol,
+                                                    out=self.rhs), f_prev)
+        err, q, first = self.slices.test(err, q, first, segment.shape[-2])
         if not np.isfinite(err).all():  # the iterate is finite: f(h) is not (NaN propagates)
             self.finish_with_best(ReturnCode.NonFinite)
             return None
@@ -209,6 +231,9 @@ class NewtonState(SolverState):
 
     def accept(self, segment: Any) -> None:
         """Install a new iterate on the active segment; non-finite values stop the solve."""
+        if segment.shape[-2] == 0:
+            self.record_step(True, 0.0, 0.0)
+            return
         finite, step, size = self.backend.step_size(segment, self.segment(self.h))
         if finite:
             self.segment(self.h)[...] = segment
@@ -216,12 +241,20 @@ class NewtonState(SolverState):
 
     def accept_step(self, delta: Any) -> None:
         """Add the step ``delta`` to the active segment; non-finite values stop the solve."""
+        if delta.shape[-2] == 0:
+            self.record_step(True, 0.0, 0.0)
+            return
         self.record_step(*self.backend.apply_step(self.segment(self.h), delta))
 
     def record_step(self, finite: bool, step: float, size: float) -> None:
         """Count an iteration that moved the iterate by ``step`` (max norm) to an iterate of
         max norm ``size``; stop if it was not finite (restoring the best iterate) or if the
-        steps have stalled."""
+        steps have stalled. On a split time axis: the figures over all ranks, and the halo."""
+        if self.slices.split:
+            finite, step, size, halo = self.slices.step(finite, step, size, self.h[..., -1, :],
+                                                        self.problem.h0)
+            if finite:
+                self._with_h0[..., 0, :] = halo
         if not finite:
             self.finish_with_best(ReturnCode.NonFinite)
             return

@@ -163,6 +163,9 @@ class NewtonKrylovSolve(NewtonState):
 
     def __init__(self, problem: RecurrenceProblem, algorithm: NewtonKrylov, controls: Controls):
         super().__init__(problem, algorithm, controls)
+        if self.slices.split:
+            raise ValueError("NewtonKrylov does not run on a time axis split over ranks (comm=) "
+                             "yet: use DEER (jacobian='full' or 'diagonal')")
         self.adjoint = MatrixFreeAdjoint(window=self.window)
         self.reset_forcing()
         windows = -(-problem.T // self.window)

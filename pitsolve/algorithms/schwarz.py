@@ -170,6 +170,9 @@ class SchwarzSolve(SolverState):
 
     def __init__(self, problem: RecurrenceProblem, algorithm: Schwarz, controls: Controls):
         super().__init__(problem, algorithm, controls)
+        if problem.comm is not None:
+            raise ValueError("Schwarz splits the time axis itself (engine='mpi'): give it a "
+                             "problem without comm=, or use DEER on the split problem")
         self.partition = algorithm.partition(problem.T)
         self.engine = engine_of(algorithm, controls.engine)
         if algorithm.gather == "local" and self.engine.name != "mpi":

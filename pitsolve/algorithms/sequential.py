@@ -10,6 +10,7 @@ import numpy as np
 from ..adjoint import BPTTAdjoint, ScanAdjoint
 from ..backends import BACKENDS
 from ..models.base import step_loop
+from ..parallel.slices import TimeSlices
 from ..problems import RecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register
@@ -45,14 +46,17 @@ class Sequential(Algorithm):
 
 
 class SequentialSolve(SolverState):
-    """h_t = f(h_{t-1}, x_t) for t = 1..T, in one step."""
+    """h_t = f(h_{t-1}, x_t) for t = 1..T, in one step. On a time axis split over ranks, a
+    pipeline: each rank waits for the last state of the rank before, runs its slice and
+    passes its last state on (O(T) depth: the fallback of the parallel solvers)."""
 
     def __init__(self, problem: RecurrenceProblem, algorithm: Sequential, controls: Controls):
         super().__init__(problem, algorithm, controls)
         # the model's backward loop where the forward loop is compiled (a duck-typed model
         # without ``bptt`` aside); elsewhere BPTT is a Python loop over t, and one transposed
         # scan of all Jacobians is faster
-        bptt = self.backend.compiled and hasattr(problem.model, "bptt")
+        self.slices = TimeSlices(problem.comm)
+        bptt = self.backend.compiled and hasattr(problem.model, "bptt") and not self.slices.split
         self.adjoint = BPTTAdjoint() if bptt else ScanAdjoint()
 
     def step(self) -> None:
@@ -62,11 +66,13 @@ class SequentialSolve(SolverState):
         sequential = getattr(model, "sequential", None) or functools.partial(step_loop, model)
         rows = p.T * int(np.prod(p.batch_shape, dtype=np.int64))
         states, nbytes = call_with_peak(kind_of_call("sequential", p, self.backend, model), rows,
-                                        lambda: sequential(p.h0, p.inputs, p.T))
+                                        lambda: sequential(self.slices.receive(p.h0),
+                                                           p.inputs, p.T))
+        self.slices.send(states[..., -1, :])
         self.states = states
         self.stats.function_evals += 1
         self.stats.peak_bytes = int(nbytes)
-        finite = bool(self.xp.isfinite(states).all())
+        finite = self.slices.all(bool(self.xp.isfinite(states).all()))
         self.retcode = ReturnCode.Success if finite else ReturnCode.NonFinite
         self.done = True
 

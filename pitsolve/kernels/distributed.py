@@ -110,14 +110,15 @@ def _apply(Phi: Any, x: Any, dense: bool, transpose: bool = False) -> Any:
     return xp.matmul(M, x[..., None])[..., 0]
 
 
-def _gather(comm: Any, A: Any, v: Any, Phi: Any, s: Any, extra: Any) -> list[tuple]:
+def _gather(comm: Any, A: Any, v: Any, Phi: Any, s: Any, extra: Any,
+            allow_empty: bool = False) -> list[tuple]:
     """Allgather every rank's summary with what validates it; raise the same error on every
     rank if the slices do not fit together."""
     meta = (v.shape[:-2], v.shape[-2], v.shape[-1], str(v.dtype), A.ndim - v.ndim)
     parts = comm.allgather((meta, Phi, s, extra))
     metas = [p[0] for p in parts]
     empty = [r for r, m in enumerate(metas) if m[1] == 0]
-    if empty:
+    if empty and not allow_empty:
         raise ValueError(f"the time slices of ranks {empty} are empty: every rank needs at "
                          "least one step")
     keys = {(m[0], m[2], m[3], m[4]) for m in metas}
@@ -130,27 +131,34 @@ def _gather(comm: Any, A: Any, v: Any, Phi: Any, s: Any, extra: Any) -> list[tup
 
 
 def scan_distributed(A: Any, b: Any, h0: Any, comm: Any, *, kernel: str = "numba",
-                     chunk_size: int | None = None, carry: bool = False) -> Any:
+                     chunk_size: int | None = None, carry: bool = False,
+                     allow_empty: bool = False) -> Any:
     r"""This rank's states of :math:`h_t = A_t h_{t-1} + b_t` over a time axis split across
     the ranks of ``comm`` (see the module docstring): ``A`` ``(..., n_r, D[, D])`` and ``b``
     ``(..., n_r, D)`` are this rank's slice, ``h0`` ``(..., D)`` is rank 0's (other ranks
     may pass None). ``kernel``/``chunk_size``: the local scans' (see
     :func:`pitsolve.kernels.affine_scan`). One ``allgather`` of O(D²) per rank. With
-    ``carry``, also the carry-in :math:`h_{s_r - 1}` (rank 0: :math:`h_0`)."""
+    ``carry``, also the carry-in :math:`h_{s_r - 1}` (rank 0: :math:`h_0`). An empty slice
+    is an error unless ``allow_empty`` (it then passes its carry on unchanged: the identity
+    map, for solvers whose active part of a slice has shrunk to nothing)."""
     xp = array_namespace(A, b)
     dense = A.ndim == b.ndim + 1
     if b.shape[-2] == 0:
-        Phi = e = xp.zeros((*b.shape[:-2], b.shape[-1]), dtype=b.dtype)
+        D = b.shape[-1]
+        one = xp.eye(D, dtype=b.dtype) if dense else xp.ones(D, dtype=b.dtype)
+        Phi = xp.broadcast_to(one, (*b.shape[:-2], *one.shape)).copy()
+        e = xp.zeros((*b.shape[:-2], D), dtype=b.dtype)
     else:
         Phi, e = _summary(A, b, dense, kernel)
     rank = comm.Get_rank()
-    parts = _gather(comm, A, b, Phi, e, h0 if rank == 0 else None)
+    parts = _gather(comm, A, b, Phi, e, h0 if rank == 0 else None, allow_empty)
     if parts[0][3] is None:
         raise ValueError("h0 must be given on rank 0")
     c = xp.asarray(parts[0][3], dtype=b.dtype)
     for _, Phi_q, e_q, _ in parts[:rank]:
         c = _apply(xp.asarray(Phi_q), c, dense) + xp.asarray(e_q)
-    states = affine_scan(A, b, c, kernel=kernel, chunk_size=chunk_size)
+    states = b.copy() if b.shape[-2] == 0 else affine_scan(A, b, c, kernel=kernel,
+                                                            chunk_size=chunk_size)
     return (states, c) if carry else states
 
 
