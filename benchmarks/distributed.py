@@ -1,10 +1,11 @@
-"""The scan with its time axis split over MPI ranks (issue 14): per-rank memory and time
-against one process holding everything, and a projection to many ranks.
+"""The time axis split over MPI ranks (issue 14): per-rank memory and time of the scan and of
+DEER against one process holding everything, and a projection to many ranks.
 
 Usage::
 
-    python benchmarks/distributed.py            # T = 4e7 (diagonal, D = 1, float64)
-    python benchmarks/distributed.py --quick    # T = 4e6
+    python benchmarks/distributed.py            # scan T = 4e7 (diagonal, D = 1, float64),
+                                                # DEER T = 4e6 (shplrnn_3x50, dense, float64)
+    python benchmarks/distributed.py --quick    # scan T = 4e6, DEER T = 4e5
 
 The script starts ``mpiexec -n P`` on itself for P = 1, 2, 4 (``NUMBA_NUM_THREADS=1`` per rank)
 and a single process holding the whole series (1 thread), each in a fresh process so that its
@@ -19,7 +20,15 @@ peak RSS is its own. Columns:
     4 ranks: ≤ 0.35);
 ``allgather µs``
     the measured time of one ``allgather`` of the scan's summary (the latency α of the
-    projection).
+    projection);
+``over base``
+    the peak RSS less the process's RSS after imports and compilation (the interpreter, NumPy,
+    Numba and the compiled kernels: a fixed cost per rank), over the same for the single
+    process — how the memory of the problem itself divides.
+
+The DEER rows solve ``shplrnn_3x50`` (D = 3, dense Jacobians, autonomous: every rank is given
+the global T, split evenly) with ``DEER()``; ``its`` is the Newton iterations, equal to the
+single process's by construction (tests/test_mpi.py).
 
 Projection (docs/benchmarks.md): one distributed scan costs
 ``t(P) ≈ 2.5 · c · T / P + α(P)``, with ``c`` the measured per-step time of the local
@@ -47,24 +56,38 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def worker(T: int, repeats: int) -> None:
+def _deer_problem(T: int, comm: object = None) -> tuple:
+    import pitsolve as ps
+    from pitsolve.testing import problems
+
+    bp = problems.shplrnn_3x50(T=T)
+    ps.solve(ps.RecurrenceProblem(bp.model, bp.h0, T=1000), ps.DEER())  # compile
+    return ps.RecurrenceProblem(bp.model, bp.h0, T=T, comm=comm), ps.DEER()
+
+
+def worker(T: int, repeats: int, kind: str) -> None:
     from mpi4py import MPI
 
     import pitsolve as ps
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
-    lo, hi = rank * T // size, (rank + 1) * T // size
-    rng = np.random.default_rng(rank)
-    A = rng.uniform(-1, 1, (hi - lo, 1))
-    b = rng.normal(size=(hi - lo, 1))
-    prob = ps.LinearRecurrenceProblem(A, b, np.zeros(1) if rank == 0 else None, comm=comm)
-    ps.solve(prob, ps.ParallelScan())  # compile
+    if kind == "deer":
+        prob, alg = _deer_problem(T, comm)
+    else:
+        lo, hi = rank * T // size, (rank + 1) * T // size
+        rng = np.random.default_rng(rank)
+        A = rng.uniform(-1, 1, (hi - lo, 1))
+        b = rng.normal(size=(hi - lo, 1))
+        prob = ps.LinearRecurrenceProblem(A, b, np.zeros(1) if rank == 0 else None, comm=comm)
+        alg = ps.ParallelScan()
+        ps.solve(prob, alg)  # compile
+    base = _peak_mib()
     times = []
     for _ in range(repeats):
         comm.Barrier()
         t = time.perf_counter()
-        ps.solve(prob, ps.ParallelScan())
+        sol = ps.solve(prob, alg)
         comm.Barrier()
         times.append(time.perf_counter() - t)
     summary = (np.ones((1,)), np.ones((1,)))
@@ -73,25 +96,33 @@ def worker(T: int, repeats: int) -> None:
     for _ in range(100):
         comm.allgather(summary)
     latency = (time.perf_counter() - t) / 100
-    peaks = comm.gather(_peak_mib(), root=0)
+    peaks = comm.gather((_peak_mib(), base), root=0)
     if rank == 0:
-        print(json.dumps({"P": size, "time": float(np.median(times)), "peak": max(peaks),
-                          "allgather": latency}))
+        top = max(peaks)
+        print(json.dumps({"P": size, "time": float(np.median(times)), "peak": top[0],
+                          "base": top[1], "allgather": latency,
+                          "its": sol.stats.iterations, "retcode": sol.retcode.name}))
 
 
-def single(T: int, repeats: int) -> None:
+def single(T: int, repeats: int, kind: str) -> None:
     import pitsolve as ps
 
-    rng = np.random.default_rng(0)
-    prob = ps.LinearRecurrenceProblem(rng.uniform(-1, 1, (T, 1)), rng.normal(size=(T, 1)),
-                                      np.zeros(1))
-    ps.solve(prob, ps.ParallelScan())
+    if kind == "deer":
+        prob, alg = _deer_problem(T)
+    else:
+        rng = np.random.default_rng(0)
+        prob = ps.LinearRecurrenceProblem(rng.uniform(-1, 1, (T, 1)), rng.normal(size=(T, 1)),
+                                          np.zeros(1))
+        alg = ps.ParallelScan()
+        ps.solve(prob, alg)
+    base = _peak_mib()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        ps.solve(prob, ps.ParallelScan())
+        sol = ps.solve(prob, alg)
         times.append(time.perf_counter() - t)
-    print(json.dumps({"P": 0, "time": float(np.median(times)), "peak": _peak_mib()}))
+    print(json.dumps({"P": 0, "time": float(np.median(times)), "peak": _peak_mib(),
+                      "base": base, "its": sol.stats.iterations}))
 
 
 def _run(cmd: list[str]) -> dict:
@@ -105,24 +136,35 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="T = 4e6 instead of 4e7")
     parser.add_argument("--worker", choices=["mpi", "single"], help=argparse.SUPPRESS)
     parser.add_argument("--T", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--kind", choices=["scan", "deer"], default=None,
+                        help="only the scan or only DEER (default both)")
     args = parser.parse_args()
-    T = args.T or (4_000_000 if args.quick else 40_000_000)
     repeats = 3
     if args.worker == "mpi":
-        return worker(T, repeats)
+        return worker(args.T, repeats, args.kind)
     if args.worker == "single":
-        return single(T, repeats)
-    me = [sys.executable, str(Path(__file__).resolve()), "--T", str(T)]
+        return single(args.T, repeats, args.kind)
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
-    base = _run([*me, "--worker", "single"])
-    print(f"T = {T:.0e}, diagonal D = 1, float64; one process: {base['time']:.3f} s, "
-          f"peak {base['peak']:.0f} MiB")
-    print(f"{'P':>3} {'scan s':>8} {'x single':>9} {'peak MiB':>9} {'of single':>10} "
-          f"{'allgather us':>13}")
-    for P in (1, 2, 4):
-        r = _run([mpiexec, "-n", str(P), *me, "--worker", "mpi"])
-        print(f"{P:>3} {r['time']:>8.3f} {r['time'] / base['time']:>9.2f} {r['peak']:>9.0f} "
-              f"{r['peak'] / base['peak']:>10.2f} {1e6 * r['allgather']:>13.1f}")
+    sizes = {"scan": 4_000_000 if args.quick else 40_000_000,
+             "deer": 400_000 if args.quick else 4_000_000}
+    for kind in (args.kind,) if args.kind else ("scan", "deer"):
+        T = args.T or sizes[kind]
+        me = [sys.executable, str(Path(__file__).resolve()), "--T", str(T), "--kind", kind]
+        one = _run([*me, "--worker", "single"])
+        what = "diagonal D = 1" if kind == "scan" else "shplrnn_3x50 DEER, dense D = 3"
+        print(f"\n{kind}: T = {T:.0e}, {what}, float64; one process: {one['time']:.3f} s, "
+              f"peak {one['peak']:.0f} MiB ({one['base']:.0f} after imports)"
+              + (f", {one['its']} iterations" if kind == "deer" else ""))
+        print(f"{'P':>3} {kind + ' s':>8} {'x single':>9} {'peak MiB':>9} {'of single':>10} "
+              f"{'over base':>10} {'allgather us':>13}" + (f" {'its':>4}" if kind == "deer"
+                                                            else ""))
+        for P in (1, 2, 4):
+            r = _run([mpiexec, "-n", str(P), *me, "--worker", "mpi"])
+            over = (r["peak"] - r["base"]) / max(one["peak"] - one["base"], 1e-9)
+            print(f"{P:>3} {r['time']:>8.3f} {r['time'] / one['time']:>9.2f} {r['peak']:>9.0f} "
+                  f"{r['peak'] / one['peak']:>10.2f} {over:>10.2f} "
+                  f"{1e6 * r['allgather']:>13.1f}" + (f" {r['its']:>4}" if kind == "deer"
+                                                       else ""))
 
 
 if __name__ == "__main__":

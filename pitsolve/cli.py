@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--solver", choices=SOLVERS, default="deer")
     rec.add_argument("--engine", choices=ENGINES, default="serial",
                      help="engine of --solver schwarz; mpi: run under mpiexec, rank 0 reports")
+    rec.add_argument("--split-time", action="store_true",
+                     help="split the training series by time over the MPI ranks (run under "
+                     "mpiexec; the default there with --engine serial): every step trains "
+                     "GTF-DEER on the whole series, rank 0 reports")
     rec.add_argument("--windows", type=int, default=None,
                      help="Schwarz windows (default: 4, or the number of MPI ranks if more)")
     rec.add_argument("--overlap", type=int, default=32, help="Schwarz overlap in steps")
@@ -139,6 +144,31 @@ def _mpi_rank(engine: str) -> tuple[int, int]:
     except ImportError:
         raise UsageError("--engine mpi needs mpi4py: pip install 'pitsolve[mpi]'") from None
     return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+
+def _launched_ranks() -> int:
+    """The number of ranks mpiexec started this process among (1 outside mpiexec), from the
+    launchers' environment (MPICH's hydra: PMI_SIZE, Open MPI: OMPI_COMM_WORLD_SIZE)."""
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+def _split_comm(args: argparse.Namespace) -> Any:
+    """COMM_WORLD when the series is split by time over the ranks (``--split-time``, or
+    launched by mpiexec on several ranks with ``--engine serial``), else None."""
+    if not args.split_time and not (_launched_ranks() > 1 and args.engine == "serial"):
+        return None
+    if args.engine != "serial" or args.solver not in ("deer", "quasi-deer", "sequential"):
+        raise UsageError("--split-time trains with --solver deer, quasi-deer or sequential "
+                         "and --engine serial")
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise UsageError("--split-time needs mpi4py: pip install 'pitsolve[mpi]'") from None
+    return MPI.COMM_WORLD
 
 
 def _model(kind: str, latent: int, hidden: int, seed: int) -> Any:
@@ -274,6 +304,7 @@ def _figure(path: Path, test: np.ndarray, gen: np.ndarray | None, title: str) ->
 # -- commands -------------------------------------------------------------------------------
 def _reconstruct(args: argparse.Namespace) -> int:
     from .dsr.evaluate import evaluate, validation_score
+    from .parallel.slices import even_rows
     from .training import fit, optim
     from .training.checkpoint import save_model
 
@@ -282,7 +313,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
     if args.lr <= 0 or not math.isfinite(args.lr):
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
     t_start = time.perf_counter()
-    rank, ranks = _mpi_rank(args.engine)
+    comm = _split_comm(args)
+    rank, ranks = _mpi_rank(args.engine) if comm is None else (comm.Get_rank(), comm.Get_size())
     forcing, solver = _forcing(args.forcing), _solver(args, ranks)
     if rank > 0:  # every rank trains in lockstep; rank 0 alone reports and writes the outputs
         args.quiet = True
@@ -307,12 +339,20 @@ def _reconstruct(args: argparse.Namespace) -> int:
     total = args.epochs * args.steps_per_epoch
     lr = optim.ExponentialDecay(lr_start=args.lr, lr_end=args.lr * 1e-2, steps=total)
     val_record: list[dict[str, float]] = []
+    validate = validation_score(val, record=val_record)
+    seq_len: int | None = args.seq_len
+    if comm is not None:  # this rank's slice of the series; rank 0 scores, the others wait
+        lo, hi = even_rows(len(train), ranks, rank)
+        train, seq_len, score = train[lo:hi], None, validate
+
+        def validate(m: Any) -> float:
+            return comm.bcast(score(m) if rank == 0 else None, root=0)
+
     result = fit(
         model, train, forcing=forcing, solver=solver, optimizer=optim.RAdam(lr=lr),
-        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seq_len=args.seq_len,
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seq_len=seq_len,
         batch_size=args.batch_size, seed=args.seed, callbacks=[_Progress(args.epochs, args.quiet)],
-        checkpoint=ckpt, resume=args.resume,
-        validate=validation_score(val, record=val_record),
+        checkpoint=ckpt, resume=args.resume, validate=validate, comm=comm,
     )
     if result.stopped and result.stopped.startswith("interrupted"):
         print(f"\npitsolve: interrupted; checkpoint saved to {ckpt}; continue with --resume",

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .partition import Partition
+from .slices import abort_on_error
 
 __all__ = ["ENGINES", "Engine", "MPIEngine", "SerialEngine", "ThreadEngine", "make_engine"]
 
@@ -222,20 +221,8 @@ class MPIEngine(Engine):
         self.comm.Allgatherv(self._MPI.IN_PLACE, [recv, (counts, displs)])
         return np.moveaxis(recv, 0, -2)
 
-    @contextlib.contextmanager
-    def guard(self) -> Iterator[None]:
-        try:
-            yield
-        except BaseException as exc:
-            if self.size == 1:
-                raise
-            lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-            sys.stderr.write(
-                f"pitsolve: MPI rank {self.rank} of {self.size} failed; aborting the job.\n"
-                + "".join(lines)
-            )
-            sys.stderr.flush()
-            self.comm.Abort(1)
+    def guard(self) -> contextlib.AbstractContextManager[None]:
+        return abort_on_error(self.comm)
 
     def __repr__(self) -> str:
         return f"MPIEngine(rank={self.rank}, size={self.size})"

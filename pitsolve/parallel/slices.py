@@ -123,6 +123,14 @@ class TimeSlices:
         """Every rank's ``value`` in rank order (``[value]`` in one process)."""
         return [value] if self.comm is None else self.comm.allgather(value)
 
+    def rows(self, n: int) -> tuple[int, int]:
+        """``(start, total)``: where this rank's ``n`` steps begin on the whole time axis, and
+        the steps of all ranks."""
+        if self.comm is None:
+            return 0, n
+        counts = self.comm.allgather(int(n))
+        return sum(counts[: self.rank]), sum(counts)
+
     def max(self, x: np.ndarray) -> np.ndarray:
         """The elementwise maximum over the ranks of a host array (NaN counts as +inf)."""
         x = np.where(np.isnan(x), np.inf, x)
@@ -134,9 +142,11 @@ class TimeSlices:
         if self.comm is None:
             return x
         parts = self.comm.allgather(to_numpy(x))
-        total = parts[0].copy()
+        total = np.array(parts[0])
         for p in parts[1:]:
-            total += p
+            total = total + p
+        if np.isscalar(x):
+            return type(x)(total)
         xp = sys.modules["cupy"] if type(x).__module__.startswith("cupy") else np
         return xp.asarray(total)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..algorithms import DEER, Schwarz
 from ..models import Model
+from ..parallel.slices import collective_check
 from .forcing import GTF, STF, NoForcing
 from .local import LocalTraining, local_objective
 from .loop import FitResult, run_epochs
@@ -60,7 +61,7 @@ def fit(
     optimizer: Any = None,
     epochs: int = 10,
     steps_per_epoch: int | None = None,
-    seq_len: int | None = 200,
+    seq_len: int | str | None = "auto",
     batch_size: int = 16,
     seed: int = 0,
     callbacks: Sequence[Callable[[dict[str, Any]], Any]] = (),
@@ -72,6 +73,7 @@ def fit(
     validate: Callable[[Model], float] | None = None,
     validate_every: int = 1,
     regularization: Regularization | None = None,
+    comm: Any = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` (a series ``(T, N)`` or a batch ``(B, T, N)``).
 
@@ -97,7 +99,8 @@ def fit(
     epochs, steps_per_epoch
         epochs and optimiser steps per epoch (default: enough windows to cover the data once).
     seq_len, batch_size
-        window length (None: whole series) and windows per step.
+        window length (None: whole series; default 200, with ``comm`` None) and windows per
+        step.
     callbacks
         each called as ``cb(info)`` after every epoch with a dict (epoch, loss, alpha, model,
         ...); returning True stops training.
@@ -121,6 +124,13 @@ def fit(
     regularization
         optional :class:`~pitsolve.training.losses.Regularization` (λ_l, λ_o) added to the
         loss of every step (global objective).
+    comm
+        optional MPI communicator: one long series split by time over its ranks, ``data`` this
+        rank's contiguous slice (global objective, ``seq_len=None``: every step trains on the
+        whole series). The forward solves and adjoints run on the split time axis, the loss
+        and gradient are the whole series' on every rank, rank 0 writes the checkpoints and
+        a checkpoint resumes on any number of ranks. Launch with ``mpiexec -n R python
+        script.py``; every rank calls ``fit`` with its slice.
 
     Notes
     -----
@@ -133,7 +143,18 @@ def fit(
     objective = _objective(objective, solver)
     optimizer = RAdam(lr=1e-3) if optimizer is None else optimizer
     controls = {"fallback": "sequential", **(controls or {})}
-    data = check_data(data, model)
+    if seq_len == "auto":
+        seq_len = None if comm is not None else 200
+    if comm is not None:
+        if not isinstance(objective, GlobalObjective):
+            raise ValueError("comm= trains the global objective on a series split by time; "
+                             "the local objective runs on ranks through its Schwarz engine")
+        if seq_len is not None:
+            raise ValueError("with comm= every step trains on the whole series split over the "
+                             f"ranks: pass seq_len=None, got {seq_len!r}")
+    rank = 0 if comm is None else comm.Get_rank()
+    data = collective_check(comm, lambda: check_data(data, model,
+                                                     min_steps=2 if rank == 0 else 1))
     for name, v in (("epochs", epochs), ("batch_size", batch_size),
                     ("checkpoint_every", checkpoint_every), ("validate_every", validate_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -167,7 +188,7 @@ def fit(
         trainer = GlobalTraining(model, data, forcing=forcing, solver=solver,
                                  optimizer=optimizer, controls=controls,
                                  regularization=regularization, seq_len=seq_len,
-                                 batch_size=batch_size, seed=seed)
+                                 batch_size=batch_size, seed=seed, comm=comm)
     return run_epochs(trainer, epochs=epochs, steps_per_epoch=steps_per_epoch,
                       callbacks=callbacks, progress=progress, checkpoint=path,
                       checkpoint_every=checkpoint_every, resume=resume, validate=validate,

@@ -28,6 +28,7 @@ import numpy as np
 from .._arrays import array_namespace
 from .._deprecation import moved
 from ..models import Identity, Model
+from ..parallel.slices import TimeSlices
 
 __all__ = [
     "GTF",
@@ -54,7 +55,9 @@ def forcing_signal(data: Any, latent: int) -> Any:
 class NoForcing:
     """Free running: :math:`a_t = 0` (the loss is on the model's own trajectory)."""
 
-    def weights(self, T: int, latent: int, observed: int, alpha: float) -> Any:
+    def weights(self, T: int, latent: int, observed: int, alpha: float,
+                start: int = 0) -> Any:
+        """:math:`a_t` ``(T, latent)`` for the steps ``start .. start + T - 1``."""
         return np.zeros((T, latent))
 
     @property
@@ -110,7 +113,10 @@ class GTF:
     def initial_alpha(self) -> float:
         return 1.0 if self.adaptive else float(self.alpha)
 
-    def weights(self, T: int, latent: int, observed: int, alpha: float) -> Any:
+    def weights(self, T: int, latent: int, observed: int, alpha: float,
+                start: int = 0) -> Any:
+        """:math:`a_t` ``(T, latent)`` for the steps ``start .. start + T - 1``: α on the
+        forced units."""
         a = np.zeros((T, latent))
         a[:, : observed if self.partial else latent] = alpha
         return a
@@ -131,9 +137,13 @@ class STF:
     def adaptive(self) -> bool:
         return False
 
-    def weights(self, T: int, latent: int, observed: int, alpha: float) -> Any:
+    def weights(self, T: int, latent: int, observed: int, alpha: float,
+                start: int = 0) -> Any:
+        """:math:`a_t` ``(T, latent)`` for the steps ``start .. start + T - 1``: 1 on the
+        forced units at every ``interval``-th step (t = interval - 1, 2 interval - 1, ...)."""
         a = np.zeros((T, latent))
-        a[self.interval - 1 :: self.interval, : observed if self.partial else latent] = 1.0
+        first = (self.interval - 1 - start) % self.interval
+        a[first :: self.interval, : observed if self.partial else latent] = 1.0
         return a
 
 
@@ -142,9 +152,13 @@ def _spectral_norms(J: Any) -> Any:
     return xp.linalg.norm(J, ord=2, axis=(-2, -1))
 
 
-def estimate_alpha(model: Model, zhat: Any, forcing: GTF, alpha: float) -> float:
+def estimate_alpha(model: Model, zhat: Any, forcing: GTF, alpha: float,
+                   slices: TimeSlices | None = None) -> float:
     r"""One aGTF update of α from the Jacobians at the data-inferred states ``zhat``
-    ``(..., T, M)`` (leading axes: sequences)."""
+    ``(..., T, M)`` (leading axes: sequences). With ``slices`` (a series split by time over
+    MPI ranks, ``zhat`` this rank's slice) the means and maxima over time are over the whole
+    series, the same α on every rank."""
+    slices = TimeSlices() if slices is None else slices
     xp = array_namespace(zhat)
     if forcing.estimator == "shplrnn-bound":
         p = model.params
@@ -157,13 +171,14 @@ def estimate_alpha(model: Model, zhat: Any, forcing: GTF, alpha: float) -> float
         if model.jacobian_structure == "diagonal":
             J = J[..., :, None] * xp.eye(J.shape[-1], dtype=J.dtype)
         Js = J.reshape(-1, *J.shape[-3:])  # (sequences, T, M, M)
+        steps = slices.sum(Js.shape[-3])
         if forcing.estimator == "product":
             logs = xp.log(xp.maximum(_spectral_norms(Js), 1e-300))
-            kappa = float(xp.exp(logs.mean(axis=-1)).max())
+            kappa = float(xp.exp(slices.sum(logs.sum(axis=-1)) / steps).max())
         elif forcing.estimator == "mean":
-            kappa = float(_spectral_norms(Js.mean(axis=-3)).max())
+            kappa = float(_spectral_norms(slices.sum(Js.sum(axis=-3)) / steps).max())
         else:
-            kappa = float(_spectral_norms(Js).max())
+            kappa = float(slices.max(np.asarray(float(_spectral_norms(Js).max()))))
     alpha_hat = max(0.0, 1.0 - 1.0 / kappa) if kappa > 0 else 0.0
     if alpha_hat > alpha:
         return alpha_hat

@@ -39,6 +39,7 @@ from .._arrays import array_namespace
 from .._validation import as_float_array, check_finite
 from ..models import ForcedModel, ForcedPredictionModel, Model, Params, split_observed
 from ..models.base import to_namespace
+from ..parallel.slices import TimeSlices, collective_check
 from ..problems import RecurrenceProblem
 from ..solution import SolverError, is_successful
 from ..solve import solve
@@ -96,17 +97,18 @@ def latent_penalty(model: Model, weight: float) -> tuple[float, Params]:
     return value, diff.map(lambda d: 2 * weight * d)
 
 
-def check_data(data: Any, model: Model, *, name: str = "data") -> Any:
-    """``data`` as a float array ``(T, N)`` or ``(B, T, N)`` that the model's observation
-    model (identity: N ≤ M) fits."""
+def check_data(data: Any, model: Model, *, name: str = "data", min_steps: int = 2) -> Any:
+    """``data`` as a float array ``(T, N)`` or ``(B, T, N)`` with at least ``min_steps``
+    steps that the model's observation model (identity: N ≤ M) fits."""
     data = as_float_array(data, name)
     if data.ndim not in (2, 3):
         raise ValueError(
             f"{name} must have shape (T, N) or (batch, T, N), got {data.ndim} dimensions "
             f"{data.shape}"
         )
-    if data.shape[-2] < 2:
-        raise ValueError(f"{name} must have at least 2 time steps, got {data.shape[-2]}")
+    if data.shape[-2] < min_steps:
+        raise ValueError(f"{name} must have at least {min_steps} time steps, got "
+                         f"{data.shape[-2]}")
     latent, observation = split_observed(model)
     observation.check(data.shape[-1], latent.state_dim)
     if model.input_dim:
@@ -129,22 +131,30 @@ def forced_problem(model: Model, data: Any, forcing: Any, alpha: float) -> Recur
 
 
 def prediction_problem(
-    model: Model, data: Any, forcing: Any, alpha: float, zhat: Any = None
+    model: Model, data: Any, forcing: Any, alpha: float, zhat: Any = None, *,
+    comm: Any = None, first: int = 0,
 ) -> RecurrenceProblem:
     r"""The forced recurrence in its predictions, the problem :func:`forced_loss` solves:
     :class:`ForcedPredictionModel`, states :math:`z_1..z_{T-1}`, :math:`h_0 = \hat z_0`, and
     inputs ``[ẑ_{t-1}, a_{t-1}]`` with :math:`a_0 = 1` (:math:`\check z_0 = \hat z_0`).
-    ``zhat`` is the forcing signal (default: the observation model's)."""
+    ``zhat`` is the forcing signal (default: the observation model's).
+
+    With ``comm`` the series is split by time over the ranks: ``data`` is this rank's slice
+    with the row before it prepended (rank 0: its slice), whose first row has the global
+    index ``first``; the problem's states are then :math:`z_{first+1}..`, its time axis split
+    over ``comm``."""
     latent, observation = split_observed(model)
     xp = array_namespace(data)
     T, N, M = data.shape[-2], data.shape[-1], latent.state_dim
     if zhat is None:
         zhat = observation.forcing_signal(data, M)
-    a = np.ones((T - 1, M))
-    a[1:] = forcing.weights(T - 1, M, N, alpha)[: T - 2]
+    # a_k for the prediction steps k = first .. first + T - 2: a_0 = 1, a_k = w_{k-1}
+    w = forcing.weights(T - 1, M, N, alpha, start=max(first - 1, 0))
+    a = np.concatenate([np.ones((1, M)), w[: T - 2]]) if first == 0 else w
     a = xp.broadcast_to(xp.asarray(a, dtype=data.dtype), (*data.shape[:-2], T - 1, M))
     inputs = xp.concatenate([zhat[..., :-1, :], a], axis=-1)
-    return RecurrenceProblem(ForcedPredictionModel(latent), zhat[..., 0, :], inputs=inputs)
+    return RecurrenceProblem(ForcedPredictionModel(latent), zhat[..., 0, :], inputs=inputs,
+                             comm=comm)
 
 
 def loss_and_grad(
@@ -155,6 +165,7 @@ def loss_and_grad(
     solver: Any = None,
     alpha: float | None = None,
     regularization: Regularization | None = None,
+    comm: Any = None,
     **controls: Any,
 ) -> tuple[float, Params]:
     """The forced reconstruction loss L and dL/dθ (a :class:`Params` like ``model.params``).
@@ -177,6 +188,12 @@ def loss_and_grad(
         the current α for adaptive GTF (default: the forcing's initial α).
     regularization
         optional :class:`Regularization` (λ_l, λ_o), added to L.
+    comm
+        optional MPI communicator: one long series split by time over its ranks, ``data``
+        this rank's contiguous slice (rank order is time order; rank 0 at least 2 steps, the
+        others at least 1). The ranks exchange one boundary row of the data, the forward solve
+        and the adjoint run on the split time axis (DEER, ``Sequential``), and L and dL/dθ —
+        the same on every rank — are those of the whole series.
     controls
         passed to :func:`pitsolve.solve` (``rtol``, ``maxiter``, ``fallback``, ...); the
         initial guess ``h_init`` of the predictions defaults to the forcing signal
@@ -188,7 +205,7 @@ def loss_and_grad(
         if the forward solve fails (its solution is attached).
     """
     loss, grads, _ = forced_loss(model, data, forcing=forcing, solver=solver, alpha=alpha,
-                                 regularization=regularization, **controls)
+                                 regularization=regularization, comm=comm, **controls)
     return loss, grads
 
 
@@ -200,6 +217,7 @@ def forced_loss(
     solver: Any = None,
     alpha: float | None = None,
     regularization: Regularization | None = None,
+    comm: Any = None,
     **controls: Any,
 ) -> tuple[float, Params, Any]:
     """:func:`loss_and_grad` that also returns the forward :class:`~pitsolve.Solution` (of
@@ -208,13 +226,20 @@ def forced_loss(
 
     forcing = GTF() if forcing is None else forcing
     solver = DEER() if solver is None else solver
-    data = check_data(data, model)
+    slices = TimeSlices(comm)
+    data = collective_check(comm, lambda: check_data(data, model,
+                                                     min_steps=2 if slices.rank == 0 else 1))
     model = to_namespace(model, array_namespace(data))  # parameters follow the data
     if alpha is None:
         alpha = getattr(forcing, "initial_alpha", 0.0)
     latent, observation = split_observed(model)
+    first = slices.rows(data.shape[-2])[0]
+    before = slices.halo(data[..., -1, :], None)  # the row before this rank's slice
+    if before is not None:  # the input of the slice's first prediction
+        data = array_namespace(data).concatenate([before[..., None, :], data], axis=-2)
+        first -= 1
     zhat = observation.forcing_signal(data, latent.state_dim)
-    prob = prediction_problem(latent, data, forcing, alpha, zhat)
+    prob = prediction_problem(latent, data, forcing, alpha, zhat, comm=comm, first=first)
     # the data are the iterative solvers' first guess of the predictions (z_t ≈ ẑ_t once
     # the model fits): trained models converge in fewer Newton iterations than from h0
     controls.setdefault("h_init", zhat[..., 1:, :])
@@ -223,11 +248,11 @@ def forced_loss(
         raise SolverError(sol)
     N = data.shape[-1]
     err = observation.observe(sol.states, N) - data[..., 1:, :]
-    count = err.size
+    count = slices.sum(err.size)
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging model gives loss inf/NaN
-        loss = float((err * err).sum()) / count
+        loss = float(slices.sum(float((err * err).sum()))) / count
     G, obs_grads = observation.observe_vjp(sol.states, (2.0 / count) * err)
-    cot = sol.vjp(G)
+    cot = sol.vjp(G)  # (on split time: the parameters' cotangents summed over the ranks)
     grads = cot.params
     reg = Regularization() if regularization is None else regularization
     if reg.latent:
@@ -245,5 +270,6 @@ def forced_loss(
         forcing_grads = observation.forcing_vjp(data, zhat_bar)
         value, penalty = observation.penalty(reg.observation)
         loss += value
-        obs_grads = obs_grads.map(lambda u, v, w: u + v + w, forcing_grads, penalty)
+        obs_grads = obs_grads.map(lambda u, v: slices.sum(u + v), forcing_grads)
+        obs_grads = obs_grads.map(lambda u, v: u + v, penalty)
     return loss, model.with_latent_params(grads, obs_grads), sol

@@ -33,6 +33,8 @@ import numpy as np
 from .._arrays import array_namespace
 from ..models import Model, Params, split_observed
 from ..models.base import to_namespace
+from ..parallel import MPIEngine
+from ..parallel.slices import TimeSlices
 from ..solution import SolverError
 from .checkpoint import restore_rng, rng_state
 from .forcing import estimate_alpha
@@ -131,15 +133,20 @@ class GlobalTraining:
     (``seq_len`` None: the whole series), re-estimates α every ``update_every`` steps with
     adaptive GTF, computes the forced loss and its gradient with ``solver`` and updates the
     parameters with ``optimizer``.
+
+    With ``comm`` one series is split by time over the ranks of an MPI communicator
+    (``data`` this rank's slice): every step trains on the whole series
+    (:func:`~pitsolve.training.losses.loss_and_grad` with ``comm``), the loss, α and the
+    gradient are those of the whole series on every rank, so the parameters stay equal
+    without being sent; rank 0 writes the checkpoints, which hold nothing of the split and
+    so resume on any number of ranks.
     """
 
     kind: ClassVar[str] = "global"
-    interruptible: ClassVar[bool] = True
-    is_root: ClassVar[bool] = True
 
     def __init__(self, model: Model, data: Any, *, forcing: Any, solver: Any, optimizer: Any,
                  controls: dict[str, Any], regularization: Any = None, seq_len: int | None,
-                 batch_size: int, seed: int):
+                 batch_size: int, seed: int, comm: Any = None):
         model = to_namespace(model, array_namespace(data))  # parameters follow the data
         self.template, self.data = model, data
         self.forcing, self.solver, self.optimizer = forcing, solver, optimizer
@@ -150,13 +157,26 @@ class GlobalTraining:
         self.rng = np.random.default_rng(seed)
         self._alpha = getattr(forcing, "initial_alpha", 0.0)
         self._model = model
+        self.comm, self.slices = comm, TimeSlices(comm)
+        self.engine = None if comm is None else MPIEngine(comm)
 
     # -- how it runs -------------------------------------------------------------------------
+    @property
+    def interruptible(self) -> bool:
+        """Ctrl-C stops it at an epoch's end in one process (under MPI it aborts the job)."""
+        return self.slices.size == 1
+
+    @property
+    def is_root(self) -> bool:
+        return self.slices.rank == 0
+
     def guard(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
+        """Under MPI: an exception on one rank ends the whole job."""
+        return contextlib.nullcontext() if self.engine is None else self.engine.guard()
 
     def on_root(self, fn: Callable[[], Any]) -> Any:
-        return fn()
+        """``fn()`` on rank 0 only; its result, or its exception, on every rank."""
+        return fn() if self.engine is None else self.engine.on_root(fn)
 
     def config(self) -> None:
         """What a resume must match besides the objective: nothing."""
@@ -174,7 +194,9 @@ class GlobalTraining:
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """``(arrays, metadata)`` of a checkpoint: the optimiser state (``opt/...``) and the
         random generator (``rng``); the loop adds the model, the best model and the
-        histories."""
+        histories. None on the ranks after the first (rank 0 writes the checkpoint)."""
+        if not self.is_root:
+            return None
         return self.opt_state.to_arrays(prefix="opt/"), {"rng": rng_state(self.rng)}
 
     def load(self, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -209,15 +231,18 @@ class GlobalTraining:
         StepFailed
             If the forward solve fails, the gradient or the parameters become non-finite.
         """
-        batch = _windows(self.data, self.seq_len, self.batch_size, self.rng)
+        split = self.slices.split
+        batch = self.data if split else _windows(self.data, self.seq_len, self.batch_size,
+                                                 self.rng)
         if getattr(self.forcing, "adaptive", False) and self.steps % self.forcing.update_every == 0:
             latent, observation = split_observed(self._model)
             zhat = observation.forcing_signal(batch, latent.state_dim)
-            self._alpha = estimate_alpha(latent, zhat, self.forcing, self._alpha)
+            self._alpha = estimate_alpha(latent, zhat, self.forcing, self._alpha, self.slices)
         try:
             loss, grads, sol = forced_loss(self._model, batch, forcing=self.forcing,
                                            solver=self.solver, alpha=self._alpha,
-                                           regularization=self.regularization, **self.controls)
+                                           regularization=self.regularization, comm=self.comm,
+                                           **self.controls)
         except SolverError as exc:
             raise StepFailed("the forward solve failed", str(exc)) from exc
         try:
