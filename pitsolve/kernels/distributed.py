@@ -13,12 +13,16 @@ order; slices may be uneven, down to one step) and never the rest. A scan is
    :math:`c_0 = h_0`, :math:`c_{r+1} = \Phi_r c_r + e_r`;
 3. **local fix-up**: the local scan from the true carry-in :math:`c_r`.
 
+The last rank computes no summary (no rank after it needs one): on one rank the scan is the
+local scan alone.
+
 The transposed scan :math:`\lambda_t = g_t + A_{t+1}^\top\lambda_{t+1}` runs the other way:
 rank r's summary is its local transposed scan's output to the left,
 :math:`o_r = A_{s_r}^\top\mu_{s_r}` (μ from a zero incoming cotangent), and
 :math:`\Phi_r^\top`; the incoming cotangent is :math:`c_{P-1} = 0`,
 :math:`c_{r-1} = o_r + \Phi_r^\top c_r`, added to :math:`g` at the slice's last step before
-the local transposed scan. Rank 0's output to the left is the cotangent of :math:`h_0`.
+the local transposed scan. Rank 0's output to the left is the cotangent of :math:`h_0`; rank 0
+computes no summary.
 
 Every rank validates the gathered shapes and dtypes, so a bad slice (empty, or widths or
 dtypes that disagree between ranks) raises the same ``ValueError`` on every rank, never a
@@ -143,14 +147,16 @@ def scan_distributed(A: Any, b: Any, h0: Any, comm: Any, *, kernel: str = "numba
     map, for solvers whose active part of a slice has shrunk to nothing)."""
     xp = array_namespace(A, b)
     dense = A.ndim == b.ndim + 1
-    if b.shape[-2] == 0:
+    rank = comm.Get_rank()
+    if rank == comm.Get_size() - 1:  # no rank after the last needs its summary
+        Phi = e = None
+    elif b.shape[-2] == 0:
         D = b.shape[-1]
         one = xp.eye(D, dtype=b.dtype) if dense else xp.ones(D, dtype=b.dtype)
         Phi = xp.broadcast_to(one, (*b.shape[:-2], *one.shape)).copy()
         e = xp.zeros((*b.shape[:-2], D), dtype=b.dtype)
     else:
         Phi, e = _summary(A, b, dense, kernel)
-    rank = comm.Get_rank()
     parts = _gather(comm, A, b, Phi, e, h0 if rank == 0 else None, allow_empty)
     if parts[0][3] is None:
         raise ValueError("h0 must be given on rank 0")
@@ -178,12 +184,12 @@ def scan_transpose_distributed(A: Any, g: Any, comm: Any, *, kernel: str = "numb
     :func:`scan_distributed`; one ``allgather``."""
     xp = array_namespace(A, g)
     dense = A.ndim == g.ndim + 1
-    if g.shape[-2] == 0:
-        Phi = o = xp.zeros((*g.shape[:-2], g.shape[-1]), dtype=g.dtype)
+    rank = comm.Get_rank()
+    if rank == 0 or g.shape[-2] == 0:  # no rank before the first needs its summary
+        Phi = o = None
     else:
         o = affine_scan_transpose(A, g, kernel=kernel, chunk_size=chunk_size)[1]
         Phi = _summary(A, g, dense, kernel)[0]
-    rank = comm.Get_rank()
     parts = _gather(comm, A, g, Phi, o, None)
     incoming = xp.zeros((*g.shape[:-2], g.shape[-1]), dtype=g.dtype)
     for _, Phi_q, o_q, _ in reversed(parts[rank + 1 :]):

@@ -52,6 +52,7 @@ def abort_on_error(comm: Any) -> Iterator[None]:
                          + "".join(lines))
         sys.stderr.flush()
         comm.Abort(1)
+        raise  # (Abort does not return; should it, the error is not swallowed)
 
 
 def collective_check(comm: Any, check: Callable[[], Any]) -> Any:
