@@ -146,7 +146,9 @@ class Backend:
 
     # -- Krylov ----------------------------------------------------------------------------
     def gmres(self, matvec: Any, b: Any, *, psolve: Any = None, rtol: float,
-              restart: int, maxiter: int) -> KrylovResult:
+              restart: int, maxiter: int, total: Any = None) -> KrylovResult:
         """GMRES (:func:`pitsolve.kernels.krylov.gmres`): ``maxiter`` inner iterations in all,
-        on every backend."""
-        return gmres(matvec, b, psolve=psolve, rtol=rtol, restart=restart, maxiter=maxiter)
+        on every backend; ``total`` sums inner products over the processes holding the other
+        parts of the vectors (a time axis split over MPI ranks)."""
+        return gmres(matvec, b, psolve=psolve, rtol=rtol, restart=restart, maxiter=maxiter,
+                     total=total)

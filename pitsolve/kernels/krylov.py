@@ -15,6 +15,12 @@ true residual then still misses). ``maxiter`` counts *inner* iterations (product
 total over all cycles, on every backend: SciPy counts restart cycles, CuPy inner iterations;
 this function is what every :class:`~pitsolve.backends.Backend` runs, so a limit means the
 same on a CPU and a GPU.
+
+With ``total`` the vectors are split over processes (a time axis split over MPI ranks): each
+process holds a part of every vector, and ``total`` sums an array of partial inner products
+over the processes. Every inner product and norm goes through it (the two Gram–Schmidt passes
+are one sum each), so every process computes the same Hessenberg matrix, the same rotations
+and the same stopping decisions.
 """
 
 from __future__ import annotations
@@ -38,8 +44,18 @@ class KrylovResult(NamedTuple):
     iterations: int
 
 
-def _norm(xp: Any, v: Any) -> float:
-    return float(xp.linalg.norm(v))
+def _norm(xp: Any, v: Any, total: Any = None) -> float:
+    if total is None:
+        return float(xp.linalg.norm(v))
+    return math.sqrt(float(total(np.asarray(float(to_numpy(xp.vdot(v, v)).real)))))
+
+
+def _dots(basis: Any, w: Any, total: Any) -> Any:
+    """The inner products of the rows of ``basis`` with ``w`` (over all processes)."""
+    h = basis @ w
+    if total is None:
+        return h
+    return array_namespace(h).asarray(total(to_numpy(h)), dtype=h.dtype)
 
 
 def _rotation(a: float, b: float) -> tuple[float, float, float]:
@@ -58,14 +74,16 @@ def gmres(
     rtol: float = 1e-5,
     restart: int = 20,
     maxiter: int | None = None,
+    total: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> KrylovResult:
     """GMRES(``restart``) for ``matvec(x) = b`` (vectors of shape ``(n,)``), left-preconditioned
     by ``psolve``; at most ``maxiter`` inner iterations in all (default 10 n). Returns a
-    :class:`KrylovResult`; ``x`` has the dtype of ``b``."""
+    :class:`KrylovResult`; ``x`` has the dtype of ``b``. ``total``: the sum over the
+    processes holding the other parts of the vectors (None: one process holds them)."""
     xp = array_namespace(b)
-    n = b.shape[0]
+    n = b.shape[0] if total is None else int(total(np.asarray(b.shape[0])))
     x = xp.zeros_like(b)
-    b_norm = _norm(xp, b)
+    b_norm = _norm(xp, b, total)
     if b_norm == 0.0:
         return KrylovResult(x, True, 0)
     M = psolve if psolve is not None else (lambda v: v)
@@ -73,20 +91,21 @@ def gmres(
     maxiter = 10 * n if maxiter is None else int(maxiter)
     tol = rtol * b_norm
     eps = float(np.finfo(b.dtype).eps)
-    ptol = _norm(xp, M(b)) * rtol  # the inner (preconditioned) tolerance, tightened if needed
-    V = xp.empty((m + 1, n), dtype=b.dtype)
+    # the inner (preconditioned) tolerance, tightened if needed
+    ptol = _norm(xp, M(b), total) * rtol
+    V = xp.empty((m + 1, b.shape[0]), dtype=b.dtype)
     H = np.zeros((m + 1, m))
     rotations = np.zeros((m, 2))
     r = b.copy()
     iterations = 0
     while True:
-        r_norm = _norm(xp, r)
+        r_norm = _norm(xp, r, total)
         if r_norm <= tol:
             return KrylovResult(x, True, iterations)
         if iterations >= maxiter:
             return KrylovResult(x, False, iterations)
         z = M(r)
-        beta = _norm(xp, z)
+        beta = _norm(xp, z, total)
         if not beta > 0.0:  # the preconditioner annihilates the residual (or it is not finite)
             return KrylovResult(x, False, iterations)
         V[0] = z / beta
@@ -99,12 +118,12 @@ def gmres(
                 break
             w = M(matvec(V[j]))
             basis = V[: j + 1]
-            h = basis @ w  # classical Gram–Schmidt, twice (CGS2)
+            h = _dots(basis, w, total)  # classical Gram–Schmidt, twice (CGS2)
             w -= h @ basis
-            h2 = basis @ w
+            h2 = _dots(basis, w, total)
             w -= h2 @ basis
             h = to_numpy(h + h2).astype(np.float64)
-            w_norm = _norm(xp, w)
+            w_norm = _norm(xp, w, total)
             iterations += 1
             k = j + 1
             H[: j + 1, j] = h
@@ -130,4 +149,4 @@ def gmres(
         x += xp.asarray(y, dtype=b.dtype) @ V[:k]
         r = b - matvec(x)
         if presid <= ptol:  # the estimate met the tolerance: tighten it if the truth did not
-            ptol = presid * min(0.25, tol / max(_norm(xp, r), tol))
+            ptol = presid * min(0.25, tol / max(_norm(xp, r, total), tol))

@@ -1,4 +1,5 @@
-"""Execution engines for the windows of a decomposition in time: serial, threads, MPI.
+"""Execution engines for the windows of a decomposition in time (serial, threads, MPI), and
+what the ranks exchange when the time axis itself is split over them (:mod:`.slices`).
 
 Below the models and algorithms: engines move data between neighbouring windows and reduce
 when asked; they never compute.
@@ -7,6 +8,7 @@ when asked; they never compute.
 from .devices import local_rank, use_local_device
 from .engines import ENGINES, Engine, MPIEngine, SerialEngine, ThreadEngine, make_engine
 from .partition import Partition
+from .slices import TimeSlices, abort_on_error, collective_check, even_rows
 
 __all__ = [
     "ENGINES",
@@ -15,6 +17,10 @@ __all__ = [
     "Partition",
     "SerialEngine",
     "ThreadEngine",
+    "TimeSlices",
+    "abort_on_error",
+    "collective_check",
+    "even_rows",
     "local_rank",
     "make_engine",
     "use_local_device",

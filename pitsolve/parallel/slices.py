@@ -120,6 +120,18 @@ class TimeSlices:
         got = self.comm.sendrecv(last, dest=dest, source=source)
         return first if self.rank == 0 else got
 
+    def halo_back(self, first: Any, last: Any) -> Any:
+        """The rank after's ``first`` (the last rank: ``last``): :meth:`halo` in reverse time,
+        for transposed operators. One ``sendrecv`` with each neighbour."""
+        if self.comm is None:
+            return last
+        from mpi4py import MPI
+
+        dest = self.rank - 1 if self.rank > 0 else MPI.PROC_NULL
+        source = self.rank + 1 if self.rank + 1 < self.size else MPI.PROC_NULL
+        got = self.comm.sendrecv(first, dest=dest, source=source)
+        return last if self.rank + 1 == self.size else got
+
     def gather(self, value: Any) -> list[Any]:
         """Every rank's ``value`` in rank order (``[value]`` in one process)."""
         return [value] if self.comm is None else self.comm.allgather(value)
