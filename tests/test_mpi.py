@@ -162,7 +162,6 @@ def test_deer_on_a_split_time_axis_equals_the_single_process_solve(ranks):
         assert fb["callback"] == ["Terminated", 2] and fb["h_init"] == 0, fb
     errors = report["errors"]
     assert all(e == errors[0] for e in errors)  # the same message on every rank
-    assert errors[0]["lm"].startswith("damping=LevenbergMarquardt() is not available")
     assert errors[0]["krylov"].startswith("NewtonKrylov does not run on a time axis split")
     if ranks > 1:
         assert errors[0]["width"].startswith(f"rank {ranks - 1}: inputs must have last axis")
@@ -226,3 +225,16 @@ def test_cli_splits_the_series_over_the_ranks_of_mpiexec(tmp_path):
                                                            rel=1e-10)
     assert reports["two"]["alpha_history"] == pytest.approx(reports["one"]["alpha_history"],
                                                             rel=1e-10)
+
+
+@pytest.mark.parametrize("ranks", [1, 3, 4])
+def test_the_lm_smoother_across_ranks_equals_the_single_process_smoother(ranks):
+    """The covariance recursion by composite elements, the means and the reverse smoother
+    across ranks: uneven slices down to one step, and an empty prefix of ranks."""
+    out = mpirun("distributed_lm.py", ranks)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["size"] == ranks
+    for case in ("uneven", "empty_prefix"):
+        for per_rank in report[case]:
+            assert len(per_rank) == 4 and max(per_rank.values()) <= 1e-13, (case, per_rank)

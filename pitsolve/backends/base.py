@@ -131,18 +131,25 @@ class Backend:
         """True if every entry of ``x`` is finite."""
         return all_finite_xp(x)
 
-    def lm_smoother(self, F: Any, c: Any, lam: float, *, chunk_size: int | None = None) -> Any:
+    def lm_smoother(self, F: Any, c: Any, lam: float, *, chunk_size: int | None = None,
+                    slices: Any = None) -> Any:
         """The Levenberg–Marquardt step by a Kalman smoother (:mod:`pitsolve.kernels.kalman`),
-        its means by this backend's scans."""
+        its means by this backend's scans; ``slices``: a
+        :class:`~pitsolve.parallel.slices.TimeSlices` when the time axis is split over MPI
+        ranks (the scans then run across them)."""
 
         def scan(A: Any, b: Any, h0: Any) -> Any:
+            if slices is not None:
+                return slices.scan(self, A, b, h0, chunk_size=chunk_size)
             return self.scan(A, b, h0, chunk_size=chunk_size)
 
         def scan_reverse(A: Any, g: Any) -> Any:
+            if slices is not None:
+                return slices.scan_transpose(self, A, g, chunk_size=chunk_size)[0]
             return self.scan_transpose(A, g, chunk_size=chunk_size)[0]
 
         return lm_smoother(F, c, lam, scan=scan, scan_reverse=scan_reverse,
-                           compiled=self.compiled)
+                           compiled=self.compiled, slices=slices)
 
     # -- Krylov ----------------------------------------------------------------------------
     def gmres(self, matvec: Any, b: Any, *, psolve: Any = None, rtol: float,

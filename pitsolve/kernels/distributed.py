@@ -106,6 +106,13 @@ def _summary(A: Any, v: Any, dense: bool, kernel: str) -> tuple[Any, Any]:
     return Phi.reshape(*batch, *Phi.shape[1:]), e.reshape(*batch, D)
 
 
+def _identity(v: Any, dense: bool) -> Any:
+    """The identity transfer map of an empty slice, per batch element of ``v``."""
+    xp, D = array_namespace(v), v.shape[-1]
+    one = xp.eye(D, dtype=v.dtype) if dense else xp.ones(D, dtype=v.dtype)
+    return xp.broadcast_to(one, (*v.shape[:-2], *one.shape)).copy()
+
+
 def _apply(Phi: Any, x: Any, dense: bool, transpose: bool = False) -> Any:
     if not dense:
         return Phi * x
@@ -151,10 +158,7 @@ def scan_distributed(A: Any, b: Any, h0: Any, comm: Any, *, kernel: str = "numba
     if rank == comm.Get_size() - 1:  # no rank after the last needs its summary
         Phi = e = None
     elif b.shape[-2] == 0:
-        D = b.shape[-1]
-        one = xp.eye(D, dtype=b.dtype) if dense else xp.ones(D, dtype=b.dtype)
-        Phi = xp.broadcast_to(one, (*b.shape[:-2], *one.shape)).copy()
-        e = xp.zeros((*b.shape[:-2], D), dtype=b.dtype)
+        Phi, e = _identity(b, dense), xp.zeros((*b.shape[:-2], b.shape[-1]), dtype=b.dtype)
     else:
         Phi, e = _summary(A, b, dense, kernel)
     parts = _gather(comm, A, b, Phi, e, h0 if rank == 0 else None, allow_empty)
@@ -177,20 +181,27 @@ def previous_state(states: Any, h0: Any, comm: Any) -> Any:
 
 
 def scan_transpose_distributed(A: Any, g: Any, comm: Any, *, kernel: str = "numba",
-                               chunk_size: int | None = None) -> tuple[Any, Any]:
+                               chunk_size: int | None = None,
+                               allow_empty: bool = False) -> tuple[Any, Any]:
     r"""This rank's slice of :math:`\lambda_t = g_t + A_{t+1}^\top\lambda_{t+1}` over a time
     axis split across the ranks of ``comm``, and on rank 0 the cotangent of :math:`h_0`,
     :math:`A_0^\top\lambda_0` (None on the other ranks). Arrays as for
-    :func:`scan_distributed`; one ``allgather``."""
+    :func:`scan_distributed`; one ``allgather``. An empty slice (``allow_empty``) passes the
+    incoming cotangent on unchanged."""
     xp = array_namespace(A, g)
     dense = A.ndim == g.ndim + 1
     rank = comm.Get_rank()
-    if rank == 0 or g.shape[-2] == 0:  # no rank before the first needs its summary
+    if rank == 0:  # no rank before the first needs its summary
         Phi = o = None
+    elif g.shape[-2] == 0:
+        Phi, o = _identity(g, dense), xp.zeros((*g.shape[:-2], g.shape[-1]), dtype=g.dtype)
     else:
         o = affine_scan_transpose(A, g, kernel=kernel, chunk_size=chunk_size)[1]
         Phi = _summary(A, g, dense, kernel)[0]
-    parts = _gather(comm, A, g, Phi, o, None)
+    parts = _gather(comm, A, g, Phi, o, None, allow_empty)
+    if g.shape[-2] == 0:
+        return g.copy(), (xp.zeros((*g.shape[:-2], g.shape[-1]), dtype=g.dtype) if rank == 0
+                          else None)
     incoming = xp.zeros((*g.shape[:-2], g.shape[-1]), dtype=g.dtype)
     for _, Phi_q, o_q, _ in reversed(parts[rank + 1 :]):
         incoming = _apply(xp.asarray(Phi_q), incoming, dense, transpose=True) + xp.asarray(o_q)

@@ -215,13 +215,14 @@ class TimeSlices:
                        chunk_size: int | None = None) -> tuple[Any, Any]:
         r"""This rank's :math:`\lambda_t = g_t + A_{t+1}^\top\lambda_{t+1}` and the cotangent
         of :math:`h_0`, :math:`A_1^\top\lambda_1` (zeros on the ranks after the first, so that
-        the sum over ranks is the cotangent)."""
+        the sum over ranks is the cotangent); an empty slice passes the cotangent on."""
         if self.comm is None:
             return backend.scan_transpose(A, g, method=method, chunk_size=chunk_size)
         lam, out = scan_transpose_distributed(A, g, self.comm,
                                               kernel=backend.scan_kernel(method),
-                                              chunk_size=chunk_size)
-        return lam, backend.xp.zeros_like(g[..., 0, :]) if out is None else out
+                                              chunk_size=chunk_size, allow_empty=True)
+        zero = backend.xp.zeros((*g.shape[:-2], g.shape[-1]), dtype=g.dtype)
+        return lam, zero if out is None else out
 
     def before(self, states: Any, h0: Any) -> Any:
         """The state before this rank's slice of ``states``: the rank before's last (rank 0,

@@ -42,6 +42,9 @@ cases = [
     ("elman-full", elman, ps.DEER(), {}),
     ("elman-numpy", elman, ps.DEER(backend="numpy"), {}),
     ("elman-sequential-numpy", elman, ps.Sequential(backend="numpy"), {}),
+    ("plrnn-lm", plrnn, ps.DEER(damping=ps.LevenbergMarquardt()), {}),
+    ("elman-lm", elman, ps.DEER(damping=ps.LevenbergMarquardt(lam=10.0)), {}),
+    ("chaotic-lm", chaotic, ps.DEER(damping=ps.LevenbergMarquardt()), {"maxiter": 40}),
     ("chaotic-linesearch", chaotic, ps.DEER(damping=ps.LineSearch()), {}),  # fails: Stalled
 ]
 for name, bp, alg, controls in cases:
@@ -101,7 +104,6 @@ bad = {
     "empty": lambda: ps.RecurrenceProblem(
         elman.model, elman.h0, np.ones((0 if rank == size - 1 else 2, 1)), comm=comm),
     "short": lambda: ps.RecurrenceProblem(model, h0, T=max(size - 1, 0), comm=comm),
-    "lm": lambda: ps.solve(prob, ps.DEER(damping=ps.LevenbergMarquardt())),
     "krylov": lambda: ps.solve(prob, ps.NewtonKrylov()),
 }
 for case, build in bad.items():
