@@ -43,12 +43,32 @@ def as_float_array(x: Any, name: str, *, min_ndim: int = 0) -> Any:
     return x
 
 
+#: entries checked at a time by :func:`check_finite` (its temporaries: a few bytes each)
+_FINITE_CHUNK = 2**22
+
+
 def check_finite(x: Any, name: str) -> None:
-    """Raise ``ValueError`` if ``x`` holds NaN or Inf (the first bad index is reported)."""
+    """Raise ``ValueError`` if ``x`` holds NaN or Inf (the first bad index, in C order, is
+    reported). A C-contiguous array (a ``numpy.memmap`` of a ``.npy`` file, say) is checked
+    in chunks of its flat view, so that the check holds no temporary of the size of ``x``:
+    memory-mapped data is read, never copied."""
     xp = array_namespace(x)
-    ok = xp.isfinite(x)
-    if not bool(ok.all()):
-        bad = tuple(int(i[0]) for i in xp.nonzero(~ok))
+    if x.ndim == 0 or x.size <= _FINITE_CHUNK or not x.flags.c_contiguous:
+        blocks = [(0, x)]
+    else:
+        flat = x.reshape(-1)
+        blocks = ((a, flat[a : a + _FINITE_CHUNK]) for a in range(0, x.size, _FINITE_CHUNK))
+    for offset, block in blocks:
+        ok = xp.isfinite(block)
+        if bool(ok.all()):
+            continue
+        if block.ndim == 0:
+            bad: tuple[int, ...] = ()
+        elif block is x:
+            bad = tuple(int(i[0]) for i in xp.nonzero(~ok))
+        else:
+            first = offset + int(xp.nonzero(~ok)[0][0])
+            bad = tuple(int(i) for i in np.unravel_index(first, x.shape))
         raise ValueError(f"{name} contains non-finite values (NaN or Inf), first at index {bad}")
 
 

@@ -26,6 +26,14 @@ For the affine recurrence :math:`h_t = A_t h_{t-1} + b_t` and a cotangent
     \lambda_T = g_T,\quad \lambda_t = g_t + A_{t+1}^\top \lambda_{t+1},\qquad
     \bar b_t = \lambda_t,\quad \bar h_0 = A_1^\top \lambda_1,\quad
     \bar A_t = \lambda_t h_{t-1}^\top \ (\text{dense}),\ \lambda_t \odot h_{t-1}\ (\text{diagonal}).
+
+**Windows.** By reverse causality, λ on a window ``[a, b)`` depends only on g there and on
+:math:`\lambda_b`, which enters as :math:`\lambda_{b-1} = g_{b-1} + J_b^\top\lambda_b`. So the
+transposed scan runs window by window from the last to the first, each window handing
+:math:`c_a = J_a^\top\lambda_a` (the scan's cotangent of the state before it) to the window
+before, and the sums :math:`\bar\theta` add up over the windows; :math:`\bar h_0 = c_1`. Only
+one window's Jacobians and λ are held (:class:`ScanAdjoint` with ``window``,
+:class:`MatrixFreeAdjoint` likewise with GMRES in place of the scan).
 """
 
 from __future__ import annotations
@@ -102,6 +110,14 @@ def _previous(before: Any, states: Any, xp: Any) -> Any:
     return xp.concatenate([before[..., None, :], states[..., :-1, :]], axis=-2)
 
 
+def _jacobians(model: Any, prev: Any, x: Any) -> Any:
+    r"""The Jacobians :math:`J_t = \partial f/\partial h\,(h_{t-1}, x_t)`, ``(..., D, D)`` or
+    ``(..., D)`` for a model of diagonal structure."""
+    if model.jacobian_structure == "diagonal":
+        return model.jacobian(prev, x)
+    return model.f_and_jacobian(prev, x)[1]
+
+
 def _from_lambda(sol: Solution, model: Any, prev: Any, lam: Any) -> Cotangents:
     """The cotangents of a :class:`RecurrenceProblem`'s inputs from λ, each computed when
     first read (one VJP pass each). On a time axis split over ranks: ``.params`` summed over
@@ -135,9 +151,9 @@ class _Rule:
         if not isinstance(sol.problem, RecurrenceProblem):
             raise TypeError(f"{type(self).__name__} differentiates solutions of a "
                             f"RecurrenceProblem, not of a {type(sol.problem).__name__}")
-        if sol.problem.comm is not None and not isinstance(self, ScanAdjoint):
-            raise ValueError(f"{type(self).__name__} does not run on a time axis split over "
-                             "ranks (comm=): ScanAdjoint does")
+        if sol.problem.comm is not None and isinstance(self, BPTTAdjoint):
+            raise ValueError("BPTTAdjoint does not run on a time axis split over ranks (comm=): "
+                             "ScanAdjoint and MatrixFreeAdjoint do")
         model = sol.backend.bind(sol.problem.working_model())
         return self._recurrence(sol, model, g)
 
@@ -153,15 +169,32 @@ class ScanAdjoint(_Rule):
     for dense Jacobians. The rule of the scans, of DEER and of ``Sequential`` off the Numba
     backend.
 
+    With ``window`` (steps; a nonlinear problem in one process), the transposed scan runs
+    window by window from the last to the first (module docstring): the Jacobians of one
+    window are evaluated at a time from the stored states (``sol.jacobians`` is not used),
+    :math:`J_a^\top\lambda_a` is carried into the window before, and the parameter
+    cotangents are summed over the windows. Memory O(L (D² + D)) besides the states, the
+    cotangent g and ``.inputs``; the states may be a ``numpy.memmap``. The three cotangents
+    come from one pass, run when the first of them is read. The rule of DEER solved in
+    windows (the forward solve's window length).
+
     Parameters
     ----------
     method, chunk_size
         the transposed scan's (:meth:`pitsolve.backends.Backend.scan_transpose`): those of the
         forward solve.
+    window
+        steps per window (None: all T at once).
     """
 
     method: str = "blocked"
     chunk_size: int | None = None
+    window: int | None = None
+
+    def __post_init__(self) -> None:
+        w = self.window
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise ValueError(f"window must be None or an integer ≥ 1, got {w!r}")
 
     def vjp(self, sol: Solution, g: Any) -> Cotangents:
         r"""Cotangents given ``g = dL/dstates``: ``.params``, ``.h0``, ``.inputs`` for a
@@ -190,17 +223,63 @@ class ScanAdjoint(_Rule):
             sol.backend, A, g, method=self.method, chunk_size=self.chunk_size)
 
     def _recurrence(self, sol: Solution, model: Any, g: Any) -> Cotangents:
+        if self.window is not None and self.window < g.shape[-2]:
+            if sol.problem.comm is not None:
+                raise ValueError("ScanAdjoint(window=...) does not run on a time axis split "
+                                 "over ranks (comm=): use window=None")
+            return self._windows(sol, model, g)
         before = TimeSlices(sol.problem.comm).before(sol.states, sol.problem.h0)
         prev = _previous(before, sol.states, sol.backend.xp)
         x = sol.problem.inputs
         J = sol.jacobians
         if J is None:
-            if model.jacobian_structure == "diagonal":
-                J = model.jacobian(prev, x)
-            else:
-                J = model.f_and_jacobian(prev, x)[1]
+            J = _jacobians(model, prev, x)
         lam = self._scan(sol, J, g)[0]
         return _from_lambda(sol, model, prev, lam)
+
+    def _windows(self, sol: Solution, model: Any, g: Any) -> Cotangents:
+        """The cotangents by windows of ``self.window`` steps, last to first; the pass runs
+        when the first of them is read, and gives all three."""
+        parts: list[Any] = []
+
+        def part(i: int) -> Any:
+            if not parts:
+                parts.extend(self._reverse_pass(sol, model, g))
+            return parts[i]
+
+        x = sol.problem.inputs
+        return Cotangents(params=Deferred(part, 0), h0=Deferred(part, 1),
+                          inputs=None if x is None else Deferred(part, 2))
+
+    def _reverse_pass(self, sol: Solution, model: Any, g: Any) -> tuple[Any, Any, Any]:
+        r"""``(params, h0, inputs)`` cotangents: on each window ``[a, b)`` from the last,
+        :math:`\lambda_t = g_t + J_{t+1}^\top\lambda_{t+1}` with :math:`J_b^\top\lambda_b`
+        (``carry``) added to :math:`g_{b-1}`, then that window's VJPs."""
+        p: RecurrenceProblem = sol.problem
+        xp, states, x = sol.backend.xp, sol.states, p.inputs
+        T, L = g.shape[-2], self.window
+        params: Any = None
+        inputs = None if x is None else xp.empty(x.shape, dtype=g.dtype)
+        carry = None  # J_bᵀ λ_b for the window ending at b
+        for a in range(((T - 1) // L) * L, -1, -L):
+            b = min(a + L, T)
+            # h_{t-1} on [a, b): a view of the states but in the first window
+            prev = (_previous(p.h0, states[..., :b, :], xp) if a == 0
+                    else states[..., a - 1 : b - 1, :])
+            xs = None if x is None else x[..., a:b, :]
+            gw = g[..., a:b, :]
+            if carry is not None:
+                gw = gw.copy()
+                gw[..., -1, :] += carry
+            J = _jacobians(model, prev, xs)
+            lam, carry = self._scan(sol, J, gw)
+            del J, gw
+            got = model.vjp_params(prev, xs, lam)
+            params = got if params is None else type(got)({k: params[k] + got[k] for k in got})
+            if inputs is not None:
+                inputs[..., a:b, :] = model.vjp_inputs(prev, xs, lam)
+            del lam
+        return params, carry, inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,10 +308,14 @@ class MatrixFreeAdjoint(_Rule):
 
     def _recurrence(self, sol: Solution, model: Any, g: Any) -> Cotangents:
         xp = sol.backend.xp
-        prev, x = _previous(sol.problem.h0, sol.states, xp), sol.problem.inputs
+        slices = TimeSlices(sol.problem.comm)
+        before = slices.before(sol.states, sol.problem.h0)
+        prev, x = _previous(before, sol.states, xp), sol.problem.inputs
         rtol = 10 * float(np.finfo(g.dtype).eps) ** 0.75
         T = g.shape[-2]
         window = T if self.window is None else max(1, min(int(self.window), T))
+        if slices.split:  # one window over all ranks: this rank's slice
+            window = T
         lam = xp.empty_like(g)
         carry = None  # J_bᵀ λ_b for the window ending at b
         for a in range(((T - 1) // window) * window, -1, -window):
@@ -241,7 +324,8 @@ class MatrixFreeAdjoint(_Rule):
             if carry is not None:
                 rhs[..., -1, :] += carry
             xs = None if x is None else x[..., a:b, :]
-            op = TrajectoryJacobian(model, prev[..., a:b, :], xs, sol.backend)
+            op = TrajectoryJacobian(model, prev[..., a:b, :], xs, sol.backend,
+                                    slices=slices if slices.split else None)
             result = op.solve(rhs, transpose=True, rtol=rtol, restart=self.restart,
                               maxiter=self.maxiter)
             if not result.converged:

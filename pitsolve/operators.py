@@ -87,7 +87,8 @@ class TrajectoryJacobian:
         out = xp.empty_like(v)
         if self.slices.split:  # v before this rank's part: the rank before's last (or 0)
             before = self.slices.halo(v[..., -1, :] if v.shape[-2] else None, None)
-            before = xp.zeros_like(v[..., 0, :]) if before is None else before
+            if before is None:
+                before = xp.zeros((*v.shape[:-2], v.shape[-1]), dtype=v.dtype)
             if self.lin is not None:
                 prev = xp.concatenate([before[..., None, :], v[..., :-1, :]], axis=-2)
                 self.lin.jvp(prev, out=out)

@@ -92,7 +92,8 @@ class Stats:
         seconds spent in the solve.
     peak_bytes
         bytes of all the arrays the solve holds at its peak (the iterate and every work array
-        it allocates, the model's temporaries during an evaluation included).
+        it allocates, the model's temporaries during an evaluation included; not the caller's
+        ``out=`` array).
     extra
         algorithm-specific entries (e.g. ``"fallback"``, per-window statistics), for reporting
         only: nothing reads them to compute.

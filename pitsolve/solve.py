@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from ._arrays import is_cupy_array
 from ._validation import as_float_array, check_positive_int
 from .backends import BACKENDS, Backend, select
-from .parallel.slices import TimeSlices, abort_on_error
+from .parallel.slices import TimeSlices, abort_on_error, collective_check
 from .solution import ReturnCode, Solution, SolverError, Stats, is_successful
 
 __all__ = [
@@ -75,6 +76,15 @@ class Controls:
         communicator other than ``COMM_WORLD``) for the algorithms that run windows on an
         engine (:class:`~pitsolve.Schwarz`); overrides their ``engine`` name. Live resources
         (thread pools, communicators) belong here, not in the algorithm.
+    out
+        an array of shape ``(batch..., T, D)`` (this rank's T on a split time axis) and the
+        problem's dtype and array type, e.g. a ``numpy.memmap`` from
+        ``numpy.lib.format.open_memmap``: the solver writes the states there (DEER and
+        Newton–Krylov keep their iterate in it) and ``sol.states is out``. Together with
+        windows (``DEER(max_bytes=...)``) a trajectory larger than memory is solved.
+        Supported by :class:`~pitsolve.DEER`, :class:`~pitsolve.NewtonKrylov`,
+        :class:`~pitsolve.Sequential` and :class:`~pitsolve.ParallelScan`; the others raise
+        ``ValueError``.
     """
 
     rtol: float | None = None
@@ -87,6 +97,7 @@ class Controls:
     backend: str | None = None
     callback: Callable[[Any], Any] | None = None
     engine: Any = None
+    out: Any = None
 
     def __post_init__(self) -> None:
         for name in ("rtol", "atol"):
@@ -102,6 +113,10 @@ class Controls:
             raise TypeError("callback must be callable")
         if self.h_init is not None:
             object.__setattr__(self, "h_init", as_float_array(self.h_init, "h_init", min_ndim=2))
+        if self.out is not None and not (isinstance(self.out, np.ndarray)
+                                         or is_cupy_array(self.out)):
+            raise TypeError(f"out must be a NumPy or CuPy array (e.g. a numpy.memmap), got "
+                            f"{type(self.out).__name__}")
 
     def tolerances(self, dtype: Any) -> tuple[float, float]:
         """(rtol, atol) with the precision-dependent defaults filled in."""
@@ -112,6 +127,25 @@ class Controls:
 
 
 _CONTROL_NAMES = tuple(f.name for f in dataclasses.fields(Controls))
+
+
+def check_out(out: Any, problem: Any) -> Any:
+    """``out`` checked against ``problem``: the array type of its arrays, its dtype
+    (``TypeError``), the shape ``(batch..., T, D)`` and writeable (``ValueError``)."""
+    if is_cupy_array(out) != (problem.xp is not np):
+        want = "CuPy" if problem.xp is not np else "NumPy"
+        raise TypeError(f"out must be a {want} array like the problem's arrays, got "
+                        f"{type(out).__module__}.{type(out).__name__}")
+    if np.dtype(out.dtype) != np.dtype(problem.dtype):
+        raise TypeError(f"out must have the problem's dtype {np.dtype(problem.dtype)}, got "
+                        f"{out.dtype}")
+    shape = (*problem.batch_shape, problem.T, problem.D)
+    if tuple(out.shape) != shape:
+        raise ValueError(f"out must have shape {shape} = (batch..., T, D), got {out.shape}")
+    if not getattr(out.flags, "writeable", True):
+        raise ValueError("out must be writeable (a memmap opened with mode 'r+' or 'w+', "
+                         "not 'r')")
+    return out
 
 
 def make_controls(kwargs: dict[str, Any]) -> Controls:
@@ -133,7 +167,12 @@ class SolverState:
     ``self.backend``; a subclass computes through it. A subclass sets ``self.states``,
     ``self.retcode`` and ``self.adjoint`` (the solution's adjoint rule) and implements
     :meth:`step`, which advances one iteration and sets ``self.done`` when finished.
+
+    ``self.out`` is the ``out=`` control checked against the problem (None without it); a
+    subclass that writes its states there sets ``writes_out = True``.
     """
+
+    writes_out: bool = False
 
     def __init__(self, problem: Any, algorithm: Algorithm, controls: Controls):
         self.problem, self.algorithm, self.controls = problem, algorithm, controls
@@ -147,6 +186,15 @@ class SolverState:
         self.states: Any = None
         self.converged: Any = None
         self.adjoint: Any = None
+        self.out: Any = None
+        if controls.out is not None:
+            if not self.writes_out:
+                raise ValueError(
+                    f"out: {type(algorithm).__name__} does not write its states into a given "
+                    "array; DEER, NewtonKrylov, Sequential and ParallelScan do")
+            # (on a split time axis: the same error on every rank if any rank's is wrong)
+            self.out = collective_check(getattr(problem, "comm", None),
+                                        lambda: check_out(controls.out, problem))
 
     def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -245,7 +293,8 @@ def finalize(state: SolverState) -> Solution:
     stopped = sol.retcode is ReturnCode.Terminated
     if not is_successful(sol) and not stopped and ctrl.fallback is not None:
         fallback = _NAMED[ctrl.fallback]()
-        fb = solve(sol.problem, fallback, backend=state.backend.name)  # on the same backend
+        # on the same backend, into the same array
+        fb = solve(sol.problem, fallback, backend=state.backend.name, out=ctrl.out)
         fb.stats.extra["fallback"] = {
             "algorithm": repr(sol.algorithm),
             "retcode": sol.retcode.name,

@@ -23,10 +23,14 @@ from __future__ import annotations
 import math
 import threading
 import tracemalloc
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
-__all__ = ["call_with_peak", "held_bytes", "kind_of_call"]
+__all__ = ["OUT_CHUNK_BYTES", "call_with_peak", "held_bytes", "kind_of_call", "time_chunks"]
+
+#: bytes of states per chunk when a one-pass solver (Sequential, ParallelScan) writes its
+#: states into the caller's ``out=``: its work is then this, not the trajectory
+OUT_CHUNK_BYTES = 64 * 2**20
 
 _PER_ROW: dict[tuple[Hashable, int], float] = {}
 _SEEN: set[tuple[Hashable, int]] = set()
@@ -95,3 +99,13 @@ def call_with_peak(key: Hashable, rows: int, fn: Callable[[], Any]) -> tuple[Any
     peak = max(peak, _outputs(result))
     _PER_ROW[bucket] = peak / rows
     return result, peak
+
+
+def time_chunks(T: int, bytes_per_step: int,
+                budget: int | None = None) -> Iterator[tuple[int, int]]:
+    """Consecutive ``(a, b)`` covering ``[0, T)``, each of at most ``budget`` bytes
+    (default :data:`OUT_CHUNK_BYTES`) at ``bytes_per_step`` (at least one step each)."""
+    budget = OUT_CHUNK_BYTES if budget is None else budget
+    n = max(1, int(budget // max(1, bytes_per_step)))
+    for a in range(0, T, n):
+        yield a, min(a + n, T)

@@ -12,6 +12,18 @@ solved by one scan. :math:`\hat J_t` is the Jacobian :math:`J_t = \partial f/\pa
 serves both the convergence test and the next right-hand side; the test runs before the scan,
 so the converged iteration costs no scan. After k iterations h_1..h_k are exact (causality), and
 with ``freeze_converged`` the converged prefix is never touched again.
+
+**Windows.** One iteration over L steps holds the Jacobians :math:`\hat J_t` (:math:`D^2`
+numbers per step, D for quasi-DEER) and a handful of D-sized arrays (f, the right-hand side,
+the step, the best iterate), and a successful solve keeps the Jacobians for the adjoint; over
+the whole trajectory that is several times the trajectory itself (``shplrnn_3x50``, D = 3:
+192 bytes a step in ``stats.peak_bytes``, of which the trajectory is 24). With ``window`` or
+``max_bytes`` the time axis is solved in consecutive windows of L steps, each from the
+converged end state of the one before (exact by causality): the work is O(L (D² + D)) and only
+the trajectory is O(T D), which ``out=`` can place in a memory-mapped file. The Jacobians at
+the solution are then not kept (they would be O(T D²)): the adjoint
+(:class:`~pitsolve.adjoint.ScanAdjoint` with the same ``window``) evaluates them window by
+window from the stored states, from the last window to the first.
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ from ..backends import BACKENDS
 from ..problems import RecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, register
-from .newton import NewtonState
+from .newton import NewtonState, Windowed
 
 __all__ = ["DEER", "LevenbergMarquardt", "LineSearch"]
 
@@ -80,8 +92,18 @@ class LevenbergMarquardt:
             raise ValueError("increase must be > 1 and decrease in (0, 1)")
 
 
+#: window-sized D-vectors an iteration holds at its peak besides Ĵ, by damping. Undamped: f - h
+#: (or f itself for Picard), the step δ, the best iterate, with ``out=`` the previous states (a
+#: copy at step 0), and a spare for the model's and the scan's small temporaries; the line
+#: search adds its trial, direction and merit temporaries; Levenberg–Marquardt's Kalman
+#: smoother holds D×D covariances per step (``_WORK_MATRICES``) besides. Measured with
+#: ``stats.peak_bytes`` on shplrnn_3x50, elman_256 and gru_64 (tests/test_windows.py)
+_WORK_VECTORS = {None: 5, "LineSearch": 11, "LevenbergMarquardt": 9}
+_WORK_MATRICES = {None: 0, "LineSearch": 0, "LevenbergMarquardt": 7}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DEER(Algorithm):
+class DEER(Algorithm, Windowed):
     """Newton (``jacobian="full"``), quasi-Newton (``"diagonal"``) or Picard (``"none"``)
     iterations over the whole trajectory: one parallel scan per iteration (Picard needs none).
 
@@ -100,6 +122,22 @@ class DEER(Algorithm):
     divergence_factor
         report ``Diverged`` when the residual exceeds this multiple of the
         best residual seen.
+    window
+        solve the time axis in consecutive windows of this many steps, each from the
+        converged end state of the one before (None: from ``max_bytes``).
+    max_bytes
+        memory for the work arrays of a window (the Jacobians and the window-sized vectors,
+        :meth:`work_bytes_per_step`), the trajectory itself not counted: with
+        ``window=None`` the fewest windows of (nearly) equal length that fit. None (the
+        default): one window of T steps.
+
+    Notes
+    -----
+    With more than one window, ``stats["window"]`` and ``stats["windows"]`` give their
+    length and number, ``maxiter`` bounds the iterations of each window, ``sol.jacobians``
+    is None and ``sol.vjp`` runs the transposed scan window by window
+    (:class:`~pitsolve.adjoint.ScanAdjoint` with ``window``). Windows do not run on a time
+    axis split over ranks (``comm=``).
     """
 
     jacobian: str = "full"
@@ -107,6 +145,8 @@ class DEER(Algorithm):
     backend: str = "auto"
     chunk_size: int | None = None
     divergence_factor: float = 1e6
+    window: int | None = None
+    max_bytes: int | float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -123,6 +163,24 @@ class DEER(Algorithm):
             raise ValueError(f"backend must be one of {_BACKENDS}, got {self.backend!r}")
         if not self.divergence_factor > 1:
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor}")
+        self.check_windows()
+
+    def work_bytes_per_step(self, problem: RecurrenceProblem) -> int:
+        r"""Bytes of work arrays per time step of a window (batch included):
+        :math:`B\,(n_J + k D)` numbers, with :math:`n_J` the Jacobian's size (:math:`D^2`
+        for ``jacobian="full"`` on a dense model, D for a diagonal one or quasi-DEER, 0 for
+        Picard) and k the window-sized vectors an iteration holds (5 undamped, 11 with the
+        line search, 9 and seven D×D covariances with Levenberg–Marquardt), as measured by
+        ``stats.peak_bytes``. A model whose evaluation allocates more than f and Ĵ adds its
+        own temporaries (GRU: about two more Jacobians' worth)."""
+        B = int(np.prod(problem.batch_shape, dtype=int))
+        D, itemsize = problem.D, np.dtype(problem.dtype).itemsize
+        diagonal = self.jacobian == "diagonal" or getattr(
+            problem.model, "jacobian_structure", "dense") == "diagonal"
+        n_J = 0 if self.jacobian == "none" else D if diagonal else D * D
+        damping = None if self.damping is None else type(self.damping).__name__
+        n = n_J + _WORK_VECTORS[damping] * D + _WORK_MATRICES[damping] * D * D
+        return B * n * itemsize
 
 
 def truncate_at_nonfinite(delta: Any, xp: Any) -> Any:
@@ -158,23 +216,32 @@ def assemble_jacobians(kept: list[tuple[int, Any]], T: int, time_axis: int, back
 class DEERSolve(NewtonState):
     """State of a DEER solve; see :class:`DEER`."""
 
+    writes_out = True
+
     def __init__(self, problem: RecurrenceProblem, algorithm: DEER, controls: Controls):
         super().__init__(problem, algorithm, controls)
-        self.adjoint = ScanAdjoint(chunk_size=algorithm.chunk_size)
+        window = self.window if self.windowed else None
+        self.adjoint = ScanAdjoint(chunk_size=algorithm.chunk_size, window=window)
         damping = algorithm.damping
-        if self.slices.split and isinstance(damping, LevenbergMarquardt):
-            raise ValueError("damping=LevenbergMarquardt() is not available on a time axis split "
-                             "over ranks (comm=) yet: use LineSearch() or no damping")
         self.lam = damping.lam if isinstance(damping, LevenbergMarquardt) else 0.0
         # Jacobians at converged steps, (start, J) in time order, for the adjoint
-        # (sol.jacobians); only where Ĵ is the exact Jacobian
+        # (sol.jacobians); only where Ĵ is the exact Jacobian, and not with windows (the
+        # adjoint then evaluates them window by window: kept, they would be O(T D²))
         exact = algorithm.jacobian == "full" or (
             algorithm.jacobian == "diagonal" and self.model.jacobian_structure == "diagonal"
         )
-        self.kept: list[tuple[int, Any]] | None = [] if exact else None
-        # the default guess repeats h0 and, without inputs, f is the same at every step:
-        # the first linearisation is that of one step, broadcast over time
-        self.constant = controls.h_init is None and problem.inputs is None
+        self.kept: list[tuple[int, Any]] | None = [] if exact and not self.windowed else None
+        self.constant = self.constant_guess()
+
+    def constant_guess(self) -> bool:
+        """True if the guess of the current window is constant and f the same at every step
+        (no inputs): the default guess repeats the state before the window, so the first
+        linearisation is that of one step, broadcast over time."""
+        return self.controls.h_init is None and self.problem.inputs is None
+
+    def advance_window(self) -> None:
+        super().advance_window()
+        self.constant = self.constant_guess()
 
     def keep(self, J: Any, start: int, n: int | None = None) -> None:
         """Record the Jacobians of steps ``[start, start + n)`` (all of ``J`` if n is None),
@@ -229,32 +296,40 @@ class DEERSolve(NewtonState):
         return F, J
 
     def merit(self, h: Any, *alive: Any) -> Any:
-        """½‖r‖² per batch element on the active segment, +inf where non-finite (``alive``:
-        the caller's arrays, for ``stats.peak_bytes``)."""
+        """½‖r‖² per batch element on the active segment of the iterate (``h is self.h``) or
+        of a trial segment ``h``, +inf where non-finite (``alive``: the caller's arrays, for
+        ``stats.peak_bytes``)."""
         xp = self.xp
         self.stats.function_evals += 1
         prev, x = self.previous(h, self.start), self.inputs(self.start)
         f_prev = self.measured("eval:none", self.rows(prev.shape[-2]),
                                lambda: self.model.f(prev, x), h, *alive)
-        r = self.segment(h) - f_prev
+        r = (self.segment(h) if h is self.h else h) - f_prev
         phi = self.slices.sum(0.5 * (r * r).sum(axis=(-2, -1)))
         return xp.where(xp.isfinite(phi), phi, xp.inf)
 
-    def step(self) -> None:
-        xp = self.xp
+    def evaluate(self) -> tuple[Any, Any] | None:
+        """f(h_{t-1}) and Ĵ_t on the active segment (:meth:`linearise`), or None if Ĵ is not
+        finite and a damped step would use it (the solve then stops)."""
         f_prev, J = self.linearise(self.h, self.start)
         # a non-finite Ĵ makes the Newton step non-finite, which the update reports; the
         # damped steps would instead shrink or reject the step, so check first for them
         if J is not None and self.algorithm.damping is not None and not self.slices.all(
                 self.backend.all_finite(J)):
             self.finish_with_best(ReturnCode.NonFinite)
-            return
+            return None
+        return f_prev, J
+
+    def step(self) -> None:
+        xp = self.xp
+        converged, evaluated = self.evaluate_and_test(self.evaluate)
         start = self.start
-        converged = self.test(f_prev)
         if converged is None:
             if self.retcode is ReturnCode.Success:
-                self.keep(J, start)
+                self.keep(evaluated[1], start)
             return
+        f_prev, J = evaluated
+        del evaluated
         first = self.freeze(converged)
         if first:
             self.keep(J, start, first)
@@ -273,6 +348,8 @@ class DEERSolve(NewtonState):
             # δ = 0 before the segment: one scan, no products Ĵ_t h_{t-1}
             zero, chunk = xp.zeros_like(self.carry(self.start)), self.algorithm.chunk_size
             rhs = self.take_rhs(first)
+            if damping is None:
+                f_prev = None  # (the undamped step needs rhs = f - h only)
             delta = self.measured("scan", self.rows(rhs.shape[-2]),
                                   lambda: self.slices.scan(self.backend, J, rhs, zero,
                                                            chunk_size=chunk),
@@ -297,22 +374,23 @@ class DEERSolve(NewtonState):
         F = xp.zeros_like(r) if J is None else J
         F = F.reshape(B, *F.shape[len(shape) - 2 :])
         chunk = self.algorithm.chunk_size
-        phi0 = 0.5 * (r * r).sum(axis=(-2, -1))
-        trial = self.h.copy()
+        phi0 = self.slices.sum(0.5 * (r * r).sum(axis=(-2, -1)))  # (over all ranks)
         lams = self.stats.extra.setdefault("lm_lambda", [])
         c = -r.reshape(B, *shape[-2:])
         for _ in range(60):
             delta = self.measured(
                 "lm", self.rows(shape[-2]),
-                lambda: self.backend.lm_smoother(F, c, self.lam, chunk_size=chunk),
-                f_prev, F, r, c, trial).reshape(shape)
+                lambda: self.backend.lm_smoother(
+                    F, c, self.lam, chunk_size=chunk,
+                    slices=self.slices if self.slices.split else None),
+                f_prev, F, r, c).reshape(shape)
             self.stats.scans += 2
-            self.segment(trial)[...] = old + delta
+            trial = old + delta  # the trial segment
             phi = self.merit(trial, f_prev, F, r, delta)
             if bool((phi < phi0).all()):
                 lams.append(self.lam)
                 self.lam = max(self.lam * lm.decrease, lm.lam_min)
-                return old + delta
+                return trial
             if self.lam >= lm.lam_max:
                 break
             self.lam = min(self.lam * lm.increase, lm.lam_max)
@@ -326,9 +404,9 @@ class DEERSolve(NewtonState):
         phi0 = self.merit(self.h, new, delta)
         s = xp.ones(self.problem.batch_shape, dtype=self.problem.dtype)
         accepted = xp.zeros(self.problem.batch_shape, dtype=bool)
-        trial = self.h.copy()
+        trial = xp.empty_like(old)  # the trial segment
         for _ in range(ls.max_backtracks):
-            self.segment(trial)[...] = old + s[..., None, None] * delta
+            trial[...] = old + s[..., None, None] * delta
             phi = self.merit(trial, new, delta)
             ok = phi <= (1 - 2 * ls.armijo * s) * phi0
             accepted = accepted | ok

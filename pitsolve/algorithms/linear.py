@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from ..parallel.slices import TimeSlices
 from ..problems import LinearRecurrenceProblem
 from ..solution import ReturnCode
 from ..solve import Algorithm, Controls, SolverState, register
-from ._memory import call_with_peak, kind_of_call
+from ._memory import call_with_peak, kind_of_call, time_chunks
 from .sequential import Sequential
 
 __all__ = ["ParallelScan"]
@@ -60,7 +61,11 @@ class ParallelScan(Algorithm):
 
 class LinearSolve(SolverState):
     """A single scan on the solve's backend (``Sequential``: the backend's sequential loop);
-    done after one step."""
+    done after one step. With ``out=`` (in one process) the scan runs in chunks of the time
+    axis (``OUT_CHUNK_BYTES`` of states), each from the last state of the one before, written
+    into ``out`` as they come; on a split time axis the states are copied into ``out``."""
+
+    writes_out = True
 
     def __init__(self, problem: LinearRecurrenceProblem, algorithm: Algorithm, controls: Controls):
         super().__init__(problem, algorithm, controls)
@@ -71,16 +76,31 @@ class LinearSolve(SolverState):
 
     def step(self) -> None:
         p = self.problem
-        rows = p.T * int(np.prod(p.batch_shape, dtype=np.int64))
-        self.states, nbytes = call_with_peak(
-            kind_of_call(f"scan:{self.method}", p, self.backend), rows, self._scan)
+        B = int(np.prod(p.batch_shape, dtype=np.int64))
+        key = kind_of_call(f"scan:{self.method}", p, self.backend)
+        if self.out is None or p.comm is not None:
+            self.states, nbytes = call_with_peak(key, p.T * B, self._scan)
+            finite = bool(self.xp.isfinite(self.states).all())
+            if self.out is not None:
+                self.out[...] = self.states
+                self.states = self.out
+        else:
+            self.states, nbytes, finite = self.out, 0, True
+            h, time_axis = p.h0, p.b.ndim - 2
+            for a, b in time_chunks(p.T, B * p.D * np.dtype(p.dtype).itemsize):
+                A = p.A[(slice(None),) * time_axis + (slice(a, b),)]
+                part, used = call_with_peak(key, (b - a) * B, functools.partial(
+                    self.backend.scan, A, p.b[..., a:b, :], h, method=self.method,
+                    chunk_size=self.chunk_size))
+                self.states[..., a:b, :] = part
+                h, nbytes = part[..., -1, :], max(nbytes, used)
+                finite = finite and self.backend.all_finite(part)
         self.stats.scans += 1
         self.stats.peak_bytes = int(nbytes)
         # every rank returns the same return code
-        finite = TimeSlices(p.comm).all(bool(self.xp.isfinite(self.states).all()))
+        finite = TimeSlices(p.comm).all(finite)
         self.retcode = ReturnCode.Success if finite else ReturnCode.NonFinite
         self.done = True
-
 
     def _scan(self):  # type: ignore[no-untyped-def]
         p = self.problem

@@ -15,6 +15,20 @@ before (rank 0: :math:`h_0`). The ranks talk through a
 norms' maxima and the converged prefix) and once per step (the step's figures and the new
 halo): every rank takes the same decisions, so every rank returns the same return code and the
 iterates equal the single-process ones.
+
+**Windows.** A solver may cut the time axis into consecutive *windows* of L steps and solve
+them one after another, each from the converged end state of the one before: exact by
+causality, since :math:`h_a, \dots, h_{b-1}` depend only on :math:`h_{a-1}` and the inputs of
+the window ``[a, b)``; every step still meets the whole-trajectory tolerance. Everything a
+Newton step allocates is then window-sized, so its memory is bounded by L whatever T is. The
+algorithms that do this (:class:`~pitsolve.DEER`, :class:`~pitsolve.NewtonKrylov`) share
+their options through :class:`Windowed`: ``window`` (L) or ``max_bytes``, from which L
+follows by the algorithm's :meth:`Windowed.work_bytes_per_step`.
+
+**The trajectory in the caller's array.** With the control ``out=`` the iterate lives in
+``out`` itself (e.g. a ``numpy.memmap``) and ``sol.states is out``; the state before the
+first step (:math:`h_0`, or the halo) is then kept apart, and :meth:`NewtonState.previous` is a
+view of ``out`` for every segment that does not begin at step 0.
 """
 
 from __future__ import annotations
@@ -29,12 +43,13 @@ from ..solution import ReturnCode
 from ..solve import Controls, SolverState
 from ._memory import call_with_peak, held_bytes, kind_of_call
 
-__all__ = ["NewtonState", "initial_guess"]
+__all__ = ["NewtonState", "Windowed", "initial_guess"]
 
 
-def initial_guess(problem: RecurrenceProblem, h_init: Any) -> Any:
+def initial_guess(problem: RecurrenceProblem, h_init: Any, out: Any = None) -> Any:
     """The trajectory h0, h_1, …, h_T ``(batch..., T + 1, D)``: h0 followed by ``h_init``
-    (checked against the problem), or by h0 repeated over time."""
+    (checked against the problem), or by h0 repeated over time. With ``out`` (an array
+    ``(batch..., T, D)``) h_1, …, h_T are written there instead and ``out`` is returned."""
     xp = problem.xp
     shape = (*problem.batch_shape, problem.T, problem.D)
     if h_init is not None:
@@ -44,10 +59,58 @@ def initial_guess(problem: RecurrenceProblem, h_init: Any) -> Any:
             )
         if not bool(xp.isfinite(h_init).all()):
             raise ValueError("h_init contains non-finite values (NaN or Inf)")
-    ext = xp.empty((*shape[:-2], shape[-2] + 1, shape[-1]), dtype=problem.dtype)
-    ext[..., 0, :] = problem.h0
-    ext[..., 1:, :] = problem.h0[..., None, :] if h_init is None else h_init
+    if out is None:
+        ext = xp.empty((*shape[:-2], shape[-2] + 1, shape[-1]), dtype=problem.dtype)
+        ext[..., 0, :] = problem.h0
+        h = ext[..., 1:, :]
+    else:
+        ext = h = out
+    if h_init is None:
+        h[...] = problem.h0[..., None, :]
+    elif h_init is not h:
+        h[...] = h_init
     return ext
+
+
+class Windowed:
+    r"""The options of an algorithm that solves the time axis in consecutive windows (see the
+    module docstring). The algorithm declares the dataclass fields ``window`` and
+    ``max_bytes`` and says what one step of a window costs
+    (:meth:`work_bytes_per_step`).
+
+    ``window``: steps per window (None: from ``max_bytes``). ``max_bytes``: memory for the
+    work arrays of a window, the trajectory itself not counted; with ``window=None`` the time
+    axis is cut into the fewest windows of (nearly) equal length L with
+    :math:`L \cdot` ``work_bytes_per_step`` :math:`\le` ``max_bytes`` (L ≥ 1); None: one
+    window of T steps.
+    """
+
+    window: int | None
+    max_bytes: int | float | None
+
+    def check_windows(self) -> None:
+        """Raise ``ValueError`` naming ``window`` or ``max_bytes`` if either is invalid."""
+        w = self.window
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise ValueError(f"window must be None or an integer ≥ 1, got {w!r}")
+        m = self.max_bytes
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0):
+            raise ValueError(f"max_bytes must be None or a number of bytes > 0, got {m!r}")
+
+    def work_bytes_per_step(self, problem: RecurrenceProblem) -> int:  # pragma: no cover
+        """Bytes of work arrays per time step of a window (batch included)."""
+        raise NotImplementedError
+
+    def window_length(self, problem: RecurrenceProblem) -> int:
+        """The number of steps per window for ``problem`` (see ``window``, ``max_bytes``)."""
+        T = problem.T
+        if self.window is not None:
+            return min(self.window, T)
+        if self.max_bytes is None:
+            return T
+        longest = int(min(T, max(1, self.max_bytes // self.work_bytes_per_step(problem))))
+        windows = -(-T // longest)
+        return -(-T // windows)  # as many windows as needed, of (nearly) equal length
 
 
 class NewtonState(SolverState):
@@ -59,7 +122,12 @@ class NewtonState(SolverState):
     ``stop = T``. A solver may instead solve the time axis in consecutive *windows*
     ``[origin, stop)`` (:meth:`advance_window`): exact by causality, since the steps of a window
     depend only on the steps before it, which are converged. The best iterate is kept for the
-    current window only, and ``maxiter`` counts the iterations of one window.
+    current window only, and ``maxiter`` counts the iterations of one window. Without
+    ``h_init``, a window's initial guess is the converged state before it, repeated.
+
+    Without ``out`` the iterate h_1..h_T is stored after h0 (``_with_h0``), so that h_{t-1}
+    over any segment is a view; with ``out`` it is ``out`` itself and the state before step
+    0 (``_before``: h0, or the halo) is kept apart.
     """
 
     def __init__(self, problem: RecurrenceProblem, algorithm: Any, controls: Controls):
@@ -67,29 +135,50 @@ class NewtonState(SolverState):
         self.model = self.backend.bind(problem.working_model())
         self.rtol, self.atol = controls.tolerances(problem.dtype)
         self.slices = TimeSlices(getattr(problem, "comm", None))
-        # the iterate h_1..h_T is a view after h0: h_{t-1} over any segment is then a view too
-        self._with_h0 = initial_guess(problem, controls.h_init)
-        self.h = self._with_h0[..., 1:, :]
-        if self.slices.split:  # the slot before the slice: the rank before's last state
-            self._with_h0[..., 0, :] = self.slices.halo(self.h[..., -1, :], problem.h0)
+        if self.out is None:
+            self._with_h0 = initial_guess(problem, controls.h_init)
+            self.h = self._with_h0[..., 1:, :]
+            self._before = self._with_h0[..., 0, :]
+        else:  # the iterate is the caller's array (a plain view of it: a memmap's too)
+            self._with_h0 = None
+            self.h = initial_guess(problem, controls.h_init, self.xp.asarray(self.out))
+            self._before = problem.h0.copy()
+        if self.slices.split:  # the state before the slice: the rank before's last state
+            self._before[...] = self.slices.halo(self.h[..., -1, :], problem.h0)
         self.rhs: Any = None  # f(h) - h on the active segment, from test()
         self._keys: dict[str, tuple] = {}  # kinds of call, for the peak memory
         self.start = 0  # steps before `start` are converged and frozen
         self.window = self.window_length()
+        if isinstance(algorithm, Windowed):
+            if self.slices.split and algorithm.window is None:
+                self.window = problem.T  # (max_bytes: each rank's slice is one window)
+            windows = -(-problem.T // self.window)
+            if self.slices.split and self.slices.any(windows > 1):  # (the same on every rank)
+                raise ValueError("window: windows do not run on a time axis split over ranks "
+                                 "(comm=) yet; each rank's slice is one window")
+            self.stats.extra.update(window=self.window, windows=windows)
         self.stop = self.window  # the active segment is [start, stop)
         self.origin = 0  # the current window is [origin, stop)
         self.window_began = 0  # stats.iterations when the current window began
         self.reset_best()
 
     def window_length(self) -> int:
-        """Steps per window: T (one window) unless a solver overrides it."""
+        """Steps per window: the algorithm's :meth:`Windowed.window_length`, else T."""
+        if isinstance(self.algorithm, Windowed):
+            return self.algorithm.window_length(self.problem)
         return self.problem.T
+
+    @property
+    def windowed(self) -> bool:
+        """True if the time axis is solved in more than one window."""
+        return self.window < self.problem.T
 
     # -- memory (stats.peak_bytes) ------------------------------------------------------------
     def held(self) -> tuple[Any, ...]:
-        """The arrays the solve holds between iterations: the iterate (after h0), the best
-        iterate and the right-hand side of the last test (solvers add theirs)."""
-        return self._with_h0, self.best, self.rhs
+        """The arrays the solve holds between iterations: the iterate (after h0; not the
+        caller's ``out``), the best iterate and the right-hand side of the last test (solvers
+        add theirs)."""
+        return self._with_h0, self._before, self.best, self.rhs
 
     def measured(self, kind: str, rows: int, fn: Any, *alive: Any) -> Any:
         """``fn()``, noting in ``stats.peak_bytes`` what the solve holds (:meth:`held` and the
@@ -117,11 +206,30 @@ class NewtonState(SolverState):
 
     def advance_window(self) -> None:
         """Freeze the current window (converged) and make the next ``window`` steps the
-        active segment."""
+        active segment; without ``h_init`` its guess is the state before it, repeated."""
         self.start = self.origin = self.stop
         self.stop = min(self.stop + self.window, self.problem.T)
         self.window_began = self.stats.iterations
         self.reset_best()
+        if self.controls.h_init is None:
+            self.segment(self.h)[...] = self.carry(self.start)[..., None, :]
+
+    def evaluate_and_test(self, evaluate: Any) -> tuple[int | None, Any]:
+        """``(first, evaluate())``: evaluate the active segment (a tuple whose first entry is
+        :math:`f(h_{t-1})` there, or None if the evaluation stopped the solve) and
+        :meth:`test` it; while a whole window has converged, on to the next
+        (:meth:`advance_window`). ``first`` is None once the solve is done."""
+        while True:
+            evaluated = evaluate()
+            if evaluated is None:
+                return None, None
+            first = self.test(evaluated[0])
+            # (test returns the whole segment only for a converged window before the last;
+            # on a split time axis an empty segment, a rank's converged slice, stays)
+            if first is None or first < self.stop - self.start or self.stop == self.problem.T:
+                return first, evaluated
+            del evaluated  # (the window's arrays go before the next window's come)
+            self.advance_window()
 
     def segment(self, h: Any) -> Any:
         """The active segment ``[start, stop)`` of the trajectory ``h`` (a view)."""
@@ -130,19 +238,29 @@ class NewtonState(SolverState):
     # -- pieces of the trajectory ------------------------------------------------------------
     def carry(self, start: int) -> Any:
         """The state before step ``start`` of the iterate (h0, or the halo, for start = 0)."""
-        return self._with_h0[..., start, :]
+        return self._before if start == 0 else self.h[..., start - 1, :]
+
+    @property
+    def trajectory(self) -> Any:
+        """The iterate as the solution returns it: ``out`` itself where given, else h."""
+        return self.h if self.out is None else self.out
 
     def previous(self, h: Any, start: int) -> Any:
-        """h_{t-1} for t in [start, stop), from the trajectory ``h`` (full length): for the
-        iterate itself (``h is self.h``) a view, which changes with it. For another
-        trajectory (a trial step) on a split time axis, its halo is exchanged (collective)."""
+        """h_{t-1} for t in [start, stop): of the iterate itself (``h is self.h``) a view,
+        which changes with it (with ``out`` and start = 0 a copy); of a trial segment ``h``
+        covering [start, stop), a copy after the iterate's state before ``start`` (on a split
+        time axis, the trial's halo is exchanged: collective)."""
         if h is self.h:
-            return self._with_h0[..., start : self.stop, :]
-        before = self.carry(start)
-        if self.slices.split:
-            halo = self.slices.halo(h[..., -1, :], self.problem.h0)
-            before = halo if start == 0 else before
-        inner = h[..., start : self.stop - 1, :]
+            if self._with_h0 is not None:
+                return self._with_h0[..., start : self.stop, :]
+            if start > 0:
+                return self.h[..., start - 1 : self.stop - 1, :]
+            before, inner = self._before, self.h[..., : self.stop - 1, :]
+        else:
+            before, inner = self.carry(start), h[..., :-1, :]
+            if self.slices.split:  # (a rank with nothing active sends nothing: unchanged)
+                halo = self.slices.halo(h[..., -1, :] if h.shape[-2] else None, None)
+                before = halo if start == 0 and halo is not None else before
         return self.xp.concatenate([before[..., None, :], inner], axis=-2)
 
     def inputs(self, start: int) -> Any:
@@ -150,8 +268,9 @@ class NewtonState(SolverState):
         x = self.problem.inputs
         return None if x is None else x[..., start : self.stop, :]
 
-    def finish(self, code: ReturnCode, states: Any, converged: Any) -> None:
-        self.retcode, self.states, self.converged, self.done = code, states, converged, True
+    def finish(self, code: ReturnCode, converged: Any) -> None:
+        self.retcode, self.states, self.converged, self.done = (code, self.trajectory,
+                                                               converged, True)
 
     def terminate(self) -> None:
         """The callback stopped the solve: ``Terminated`` with the best iterate."""
@@ -164,7 +283,7 @@ class NewtonState(SolverState):
         if self.best is not None:
             self.h[..., self.origin : self.stop, :] = self.best
         last = self.stop == self.problem.T
-        self.finish(code, self.h, (self.best_q <= 1) & last)
+        self.finish(code, (self.best_q <= 1) & last)
 
     def test(self, f_prev: Any) -> int | None:
         """Record the residual of the current iterate and stop if converged or failed; keep
@@ -205,7 +324,7 @@ class NewtonState(SolverState):
         if (q <= 1).all():
             if self.stop < self.problem.T:
                 return self.stop - self.start
-            self.finish(ReturnCode.Success, self.h, np.ones(q.shape, dtype=bool))
+            self.finish(ReturnCode.Success, np.ones(q.shape, dtype=bool))
             return None
         if (err > self.algorithm.divergence_factor * self.best_err).any():
             self.finish_with_best(ReturnCode.Diverged)
@@ -254,7 +373,7 @@ class NewtonState(SolverState):
             finite, step, size, halo = self.slices.step(finite, step, size, self.h[..., -1, :],
                                                         self.problem.h0)
             if finite:
-                self._with_h0[..., 0, :] = halo
+                self._before[...] = halo
         if not finite:
             self.finish_with_best(ReturnCode.NonFinite)
             return

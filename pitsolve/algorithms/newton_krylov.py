@@ -41,7 +41,7 @@ from ..backends import BACKENDS
 from ..operators import TrajectoryJacobian
 from ..problems import RecurrenceProblem
 from ..solve import Algorithm, Controls, register
-from .newton import NewtonState
+from .newton import NewtonState, Windowed
 
 __all__ = ["NewtonKrylov"]
 
@@ -56,7 +56,7 @@ _WORK_ARRAYS = 10
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NewtonKrylov(Algorithm):
+class NewtonKrylov(Algorithm, Windowed):
     r"""Inexact Newton with GMRES on matrix-free Jacobian-vector products.
 
     Parameters
@@ -82,7 +82,8 @@ class NewtonKrylov(Algorithm):
         memory for the work arrays, the trajectory itself not counted. With ``window=None``
         the time axis is cut into the fewest windows of (nearly) equal length L with
         :math:`(\text{restart} + 1 + 10)\cdot B\cdot L\cdot D\cdot\text{itemsize} \le`
-        ``max_bytes`` (B the batch size; L ≥ 1 step); None: one window of T steps.
+        ``max_bytes`` (B the batch size; L ≥ 1 step; :meth:`work_bytes_per_step`); None: one
+        window of T steps.
 
     Notes
     -----
@@ -133,12 +134,7 @@ class NewtonKrylov(Algorithm):
                 raise ValueError(f"{name} must be an integer ≥ 1, got {v!r}")
         if not 0 < self.eta < 1:
             raise ValueError(f"eta must lie in (0, 1), got {self.eta}")
-        w = self.window
-        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
-            raise ValueError(f"window must be None or an integer ≥ 1, got {w!r}")
-        m = self.max_bytes
-        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0):
-            raise ValueError(f"max_bytes must be None or a number of bytes > 0, got {m!r}")
+        self.check_windows()
 
     def work_bytes_per_step(self, problem: RecurrenceProblem) -> int:
         """Bytes of work arrays per time step of a window (batch included)."""
@@ -146,33 +142,20 @@ class NewtonKrylov(Algorithm):
         itemsize = np.dtype(problem.dtype).itemsize
         return (self.restart + 1 + _WORK_ARRAYS) * B * problem.D * itemsize
 
-    def window_length(self, problem: RecurrenceProblem) -> int:
-        """The number of steps per window for ``problem`` (see ``window``, ``max_bytes``)."""
-        T = problem.T
-        if self.window is not None:
-            return min(self.window, T)
-        if self.max_bytes is None:
-            return T
-        longest = int(min(T, max(1, self.max_bytes // self.work_bytes_per_step(problem))))
-        windows = -(-T // longest)
-        return -(-T // windows)  # as many windows as needed, of (nearly) equal length
-
 
 class NewtonKrylovSolve(NewtonState):
     """State of a Newton–Krylov solve; see :class:`NewtonKrylov`."""
 
+    writes_out = True
+
     def __init__(self, problem: RecurrenceProblem, algorithm: NewtonKrylov, controls: Controls):
         super().__init__(problem, algorithm, controls)
-        if self.slices.split:
-            raise ValueError("NewtonKrylov does not run on a time axis split over ranks (comm=) "
-                             "yet: use DEER (jacobian='full' or 'diagonal')")
         self.adjoint = MatrixFreeAdjoint(window=self.window)
         self.reset_forcing()
-        windows = -(-problem.T // self.window)
-        self.stats.extra.update(window=self.window, windows=windows)
 
-    def window_length(self) -> int:
-        return self.algorithm.window_length(self.problem)
+    def advance_window(self) -> None:
+        super().advance_window()
+        self.reset_forcing()  # a new window is a new Newton solve
 
     def reset_forcing(self) -> None:
         """Start the Eisenstat–Walker sequence afresh (a new window is a new Newton solve)."""
@@ -192,15 +175,11 @@ class NewtonKrylovSolve(NewtonState):
         return self.measured("eval:none", rows, lambda: model.f(prev, x)), None
 
     def step(self) -> None:
-        while True:
-            f_prev, d = self.evaluate()
-            first = self.test(f_prev)
-            if first is None:
-                return
-            if first < self.stop - self.start:
-                break
-            self.advance_window()  # this window converged: on to the next
-            self.reset_forcing()
+        first, evaluated = self.evaluate_and_test(self.evaluate)
+        if first is None:
+            return
+        f_prev, d = evaluated
+        del evaluated
         first = self.freeze(first)
         if first:
             f_prev = f_prev[..., first:, :]
@@ -220,8 +199,12 @@ class NewtonKrylovSolve(NewtonState):
         if self.stop - self.start > 1:
             self.stats.jacobian_evals += 1  # the linearisation (J of the first step is unused)
         op = TrajectoryJacobian(self.model, self.previous(self.h, self.start), x, self.backend,
-                                diagonal=d, chunk_size=alg.chunk_size)
-        eta = self.forcing(float(self.xp.linalg.norm(rhs)))
+                                diagonal=d, chunk_size=alg.chunk_size,
+                                slices=self.slices if self.slices.split else None)
+        norm = float(self.xp.linalg.norm(rhs))
+        if self.slices.split:  # ‖r‖ over all ranks
+            norm = float(np.sqrt(self.slices.sum(norm * norm)))
+        eta = self.forcing(norm)
         result = op.solve(rhs, rtol=eta, restart=alg.restart, maxiter=alg.max_krylov,
                           precondition=d is not None)
         self.stats.jvp_evals += op.products

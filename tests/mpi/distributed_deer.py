@@ -42,6 +42,8 @@ cases = [
     ("elman-full", elman, ps.DEER(), {}),
     ("elman-numpy", elman, ps.DEER(backend="numpy"), {}),
     ("elman-sequential-numpy", elman, ps.Sequential(backend="numpy"), {}),
+    ("plrnn-krylov", plrnn, ps.NewtonKrylov(), {}),
+    ("elman-krylov", elman, ps.NewtonKrylov(preconditioner="none"), {}),
     ("plrnn-lm", plrnn, ps.DEER(damping=ps.LevenbergMarquardt()), {}),
     ("elman-lm", elman, ps.DEER(damping=ps.LevenbergMarquardt(lam=10.0)), {}),
     ("chaotic-lm", chaotic, ps.DEER(damping=ps.LevenbergMarquardt()), {"maxiter": 40}),
@@ -104,7 +106,7 @@ bad = {
     "empty": lambda: ps.RecurrenceProblem(
         elman.model, elman.h0, np.ones((0 if rank == size - 1 else 2, 1)), comm=comm),
     "short": lambda: ps.RecurrenceProblem(model, h0, T=max(size - 1, 0), comm=comm),
-    "krylov": lambda: ps.solve(prob, ps.NewtonKrylov()),
+    "window": lambda: ps.solve(prob, ps.NewtonKrylov(window=max(1, 300 // size // 2))),
 }
 for case, build in bad.items():
     try:
