@@ -31,11 +31,16 @@ def mpirun(
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def mpi_report(script: str, ranks: int, *args: str) -> dict:
+    """The JSON report a script under ``tests/mpi/`` prints last, once it exited 0."""
+    out = mpirun(script, ranks, *args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("ranks", [1, 2, 3, 4])
 def test_mpi_engine_equals_serial_engine(ranks):
-    out = mpirun("schwarz_engines.py", ranks)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = mpi_report("schwarz_engines.py", ranks)
     assert report["size"] == ranks
     for name, case in report["cases"].items():
         assert case["retcodes"] == ["Success"] * 3, name
@@ -51,9 +56,7 @@ def test_mpi_engine_equals_serial_engine(ranks):
 
 def test_local_training_checkpoint_on_ranks_resumes_like_the_serial_run(tmp_path):
     """Rank 0 gathers the windows into one checkpoint; every rank resumes from it."""
-    out = mpirun("local_checkpoint.py", 2, str(tmp_path))
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = mpi_report("local_checkpoint.py", 2, str(tmp_path))
     assert report["size"] == 2 and sorted(report["cases"]) == ["allreduce", "neighbour"]
     for sync, case in report["cases"].items():
         assert (case["stopped_epochs"], case["checkpoint_epoch"], case["resumed_epochs"]) == (
@@ -99,9 +102,7 @@ def test_cli_trains_on_mpi_ranks_like_the_serial_engine(tmp_path):
 
 
 def test_each_rank_uses_the_device_of_its_node_local_rank():
-    out = mpirun("local_device.py", 3)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = mpi_report("local_device.py", 3)
     assert [r["local"] for r in report] == [[0, 3], [1, 3], [2, 3]]  # one node here
     assert [r["device"] for r in report] == [0, 1, 0]
     assert [r["used"] for r in report] == [[0], [1], [0]]
@@ -109,9 +110,7 @@ def test_each_rank_uses_the_device_of_its_node_local_rank():
 
 @pytest.mark.parametrize("ranks", [1, 2, 3, 4])
 def test_the_scan_across_ranks_equals_the_single_process_scan(ranks):
-    out = mpirun("distributed_scan.py", ranks)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = mpi_report("distributed_scan.py", ranks)
     assert report["size"] == ranks and len(report["cases"]) == 12
     for name, case in report["cases"].items():
         assert case["forward"] <= 1e-12 and case["transpose"] <= 1e-12, (name, case)
@@ -124,9 +123,7 @@ def test_the_scan_across_ranks_equals_the_single_process_scan(ranks):
 
 @pytest.mark.parametrize("ranks", [1, 2, 3])
 def test_a_linear_problem_split_over_ranks_solves_and_differentiates_like_one_process(ranks):
-    out = mpirun("distributed_linear.py", ranks)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = mpi_report("distributed_linear.py", ranks)
     assert report["size"] == ranks and len(report["cases"]) == 6
     for name, per_rank in report["cases"].items():
         for r in per_rank:
@@ -143,9 +140,7 @@ def test_deer_on_a_split_time_axis_equals_the_single_process_solve(ranks):
     Sequential's iterates, return codes and vjp on a time axis split over ranks (uneven
     slices down to one step) equal the single-process ones; fallback, throw and the callback
     agree on every rank; bad input is the same error everywhere."""
-    out = mpirun("distributed_deer.py", ranks)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = mpi_report("distributed_deer.py", ranks)
     assert report["size"] == ranks
     for name, per_rank in report["cases"].items():
         rows = [c["rows"] for c in per_rank]
@@ -175,9 +170,7 @@ def test_loss_and_grad_on_a_series_split_over_ranks_equals_the_whole_series(rank
     """Uneven slices, down to one step: the loss and gradient of GTF/STF, DEER/Sequential and
     an observation model equal the single-process ones, the same on every rank; so does
     adaptive GTF's α."""
-    out = mpirun("sharded_loss.py", ranks)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = mpi_report("sharded_loss.py", ranks)
     assert report["size"] == ranks and len(report["cases"]) == 8
     for name, per_rank in report["cases"].items():
         for e in per_rank:
@@ -191,9 +184,7 @@ def test_fit_on_a_series_split_over_ranks_checkpoints_once_and_resumes_anywhere(
     """fit(comm=) follows the single-process run; rank 0 alone writes the checkpoint; a run
     stopped after 2 epochs resumes to the uninterrupted parameters on the same ranks, on
     fewer ranks and in one process."""
-    out = mpirun("sharded_fit.py", 3, str(tmp_path))
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = mpi_report("sharded_fit.py", 3, str(tmp_path))
     assert max(report["vs_serial"]) <= 1e-10 and max(report["loss_vs_serial"]) <= 1e-12
     assert max(report["alpha_vs_serial"]) <= 1e-12
     assert report["stopped"] == [2, True]
@@ -232,9 +223,7 @@ def test_cli_splits_the_series_over_the_ranks_of_mpiexec(tmp_path):
 def test_the_lm_smoother_across_ranks_equals_the_single_process_smoother(ranks):
     """The covariance recursion by composite elements, the means and the reverse smoother
     across ranks: uneven slices down to one step, and an empty prefix of ranks."""
-    out = mpirun("distributed_lm.py", ranks)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = mpi_report("distributed_lm.py", ranks)
     assert report["size"] == ranks
     for case in ("uneven", "empty_prefix"):
         for per_rank in report[case]:

@@ -159,6 +159,18 @@ def _cholesky_solve(L, Y, X):  # pragma: no cover - jitted
             X[i, c] = v / L[i, i]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _product(X, Y, out, tx, ty):  # pragma: no cover - jitted
+    """``out = op(X) op(Y)`` for D × D blocks, op the transpose where ``tx`` / ``ty``."""
+    D = out.shape[0]
+    for i in range(D):
+        for j in range(D):
+            acc = 0.0
+            for k in range(D):
+                acc += (X[k, i] if tx else X[i, k]) * (Y[j, k] if ty else Y[k, j])
+            out[i, j] = acc
+
+
 @numba.njit(cache=True, nogil=True)
 def _riccati_dense(F, s2, P0, P):  # pragma: no cover - jitted
     """P[b, t] of the recursion in the module docstring for dense F ``(B, T, D, D)``, from
@@ -173,19 +185,10 @@ def _riccati_dense(F, s2, P0, P):  # pragma: no cover - jitted
         for t in range(T):
             Ft = F[b, t]
             # X = F P_{t-1}; P⁻ = X Fᵀ + I, symmetrised
+            _product(Ft, Pp, X, False, False)
+            _product(X, Ft, Pm, False, True)
             for i in range(D):
-                for j in range(D):
-                    acc = 0.0
-                    for k in range(D):
-                        acc += Ft[i, k] * Pp[k, j]
-                    X[i, j] = acc
-            for i in range(D):
-                for j in range(D):
-                    acc = 0.0
-                    for k in range(D):
-                        acc += X[i, k] * Ft[j, k]
-                    Pm[i, j] = acc + (1.0 if i == j else 0.0)
-            for i in range(D):
+                Pm[i, i] += 1.0
                 for j in range(i):
                     Pm[i, j] = Pm[j, i] = 0.5 * (Pm[i, j] + Pm[j, i])
             # P_t = σ² S⁻¹ P⁻ with S = P⁻ + σ²I (symmetric positive definite)
@@ -290,54 +293,27 @@ def _fold_dense(F, s2, A, C, J):  # pragma: no cover - jitted
         Ab, Cb, Jb = A[b], C[b], J[b]
         for t in range(n):
             Ft = F[b, t]
-            for i in range(D):  # J_k = Fᵀ F / (1 + σ²)
-                for j in range(D):
-                    acc = 0.0
-                    for k in range(D):
-                        acc += Ft[k, i] * Ft[k, j]
-                    Jk[i, j] = acc / (1.0 + s2)
-            for i in range(D):  # M = I + C J_k
-                for j in range(D):
-                    acc = 1.0 if i == j else 0.0
-                    for k in range(D):
-                        acc += Cb[i, k] * Jk[k, j]
-                    M[i, j] = acc
+            _product(Ft, Ft, Jk, True, False)  # J_k = Fᵀ F / (1 + σ²)
+            Jk /= 1.0 + s2
+            _product(Cb, Jk, M, False, False)  # M = I + C J_k
             for i in range(D):
-                for j in range(D):
-                    Y[i, j] = Ab[i, j]
-                    Y[i, D + j] = Cb[i, j]
+                M[i, i] += 1.0
+            Y[:, :D] = Ab
+            Y[:, D:] = Cb
             _gauss_solve(M, Y, X, W)  # [M⁻¹A | M⁻¹C]
-            for i in range(D):  # Z = J_k A, then J += Aᵀ (Mᵀ)⁻¹ Z
-                for j in range(D):
-                    acc = 0.0
-                    for k in range(D):
-                        acc += Jk[i, k] * Ab[k, j]
-                    Z[i, j] = acc
-            for i in range(D):
-                for j in range(D):
-                    Mt[i, j] = M[j, i]
+            _product(Jk, Ab, Z, False, False)  # J += Aᵀ (Mᵀ)⁻¹ J_k A
+            Mt[:, :] = M.T
             _gauss_solve(Mt, Z, Zs, W)
+            _product(Ab, Zs, Z, True, False)
+            Jb += Z
+            # A = A_k M⁻¹A, C = A_k M⁻¹C A_kᵀ + C_k with A_k = g F, C_k = g I
+            _product(Ft, X[:, :D], Ab, False, False)
+            Ab *= g
+            _product(Ft, X[:, D:], Z, False, False)
+            _product(Z, Ft, Cb, False, True)
+            Cb *= g * g
             for i in range(D):
-                for j in range(D):
-                    acc = 0.0
-                    for k in range(D):
-                        acc += Ab[k, i] * Zs[k, j]
-                    Jb[i, j] += acc
-            for i in range(D):  # A = A_k M⁻¹A, C = A_k M⁻¹C A_kᵀ + C_k with A_k = g F
-                for j in range(D):
-                    a = 0.0
-                    c = 0.0
-                    for k in range(D):
-                        a += Ft[i, k] * X[k, j]
-                        c += Ft[i, k] * X[k, D + j]
-                    Ab[i, j] = g * a
-                    Z[i, j] = g * c
-            for i in range(D):
-                for j in range(D):
-                    acc = 0.0
-                    for k in range(D):
-                        acc += Z[i, k] * Ft[j, k]
-                    Cb[i, j] = g * acc + (g if i == j else 0.0)
+                Cb[i, i] += g
 
 
 @numba.njit(cache=True, nogil=True)

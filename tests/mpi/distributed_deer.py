@@ -8,6 +8,7 @@ import json
 import sys
 
 import numpy as np
+from _cuts import uneven
 from mpi4py import MPI
 
 import pitsolve as ps
@@ -20,14 +21,6 @@ report = {"size": size, "cases": {}, "errors": {}}
 
 def rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
-
-
-def uneven(T, seed):
-    rng = np.random.default_rng(seed)
-    cuts = np.sort(rng.choice(np.arange(1, T), size=size - 1, replace=False))
-    if size > 1:
-        cuts[0] = 1  # rank 0 holds a single step
-    return np.concatenate([[0], cuts, [T]]).astype(int)
 
 
 plrnn = problems.shplrnn_3x50(T=300)
@@ -57,7 +50,7 @@ for name, bp, alg, controls in cases:
     if x is None:  # the global T, split evenly
         prob = ps.RecurrenceProblem(model, h0 if rank == 0 else None, T=T, comm=comm)
     else:  # uneven slices of the inputs, down to one step
-        lo, hi = uneven(T, 3)[rank : rank + 2]
+        lo, hi = uneven(T, size, 3)[rank : rank + 2]
         prob = ps.RecurrenceProblem(model, h0 if rank == 0 else None, x[:, lo:hi], comm=comm)
     sol = ps.solve(prob, alg, **controls)
     lo, hi = sol.rows

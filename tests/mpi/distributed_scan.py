@@ -6,6 +6,7 @@ import json
 import sys
 
 import numpy as np
+from _cuts import uneven
 from mpi4py import MPI
 
 from pitsolve.kernels import affine_scan, affine_scan_transpose
@@ -14,15 +15,6 @@ from pitsolve.kernels.distributed import scan_distributed, scan_transpose_distri
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
 report = {"size": size, "cases": {}}
-
-
-def bounds(T, seed):
-    """Uneven slices: random cut points, one-step slices included when possible."""
-    rng = np.random.default_rng(seed)
-    cuts = np.sort(rng.choice(np.arange(1, T), size=size - 1, replace=False))
-    if size > 1:
-        cuts[0] = 1  # rank 0 holds a single step
-    return np.concatenate([[0], cuts, [T]]).astype(int)
 
 
 for dense in (False, True):
@@ -34,7 +26,7 @@ for dense in (False, True):
             A = rng.uniform(-1, 1, shape) / (np.sqrt(D) if dense else 1)
             b = rng.normal(size=(*batch, T, D))
             h0 = rng.normal(size=(*batch, D))
-            lo, hi = bounds(T, T)[rank : rank + 2]
+            lo, hi = uneven(T, size, T)[rank : rank + 2]
             sl = (..., slice(lo, hi), slice(None), slice(None)) if dense else \
                 (..., slice(lo, hi), slice(None))
             bsl = (..., slice(lo, hi), slice(None))
