@@ -52,7 +52,7 @@ def _hidden(W2T, h2, clipped, z, phi, m, on):  # pragma: no cover - jitted
         phi[j], m[j], on[j] = _unit(phi[j], h2[j], clipped, zero, one)
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(**_JIT)
 def _outer_add(acc, w, x, nb):  # pragma: no cover - jitted
     """``acc[q, :nb] += w[q] * x[:nb]`` for every q: elementwise over the rows n."""
     for q in range(acc.shape[0]):
@@ -69,7 +69,7 @@ _BLOCK = 128
 _UNITS = 5
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(**_JIT)
 def _column_sums(W2T, j, Z, out, nb):  # pragma: no cover - jitted
     """``out[:nb] = Σ_k W2T[k, j] Z[k, :nb]``, added in order of k from zero, elementwise
     over the rows: up to 4 terms per pass are added in a register (``M`` passes in 4s)."""
@@ -111,7 +111,7 @@ def _column_sums(W2T, j, Z, out, nb):  # pragma: no cover - jitted
         k += r
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(**_JIT)
 def _outer_add_units(acc, Wc, j0, X, nb):  # pragma: no cover - jitted
     """``acc[q, :nb] += Σ_u Wc[j0 + u, q] X[u, :nb]`` for u = 0 … ``_UNITS`` − 1, added in
     order of u (the same sums as ``_UNITS`` calls of :func:`_outer_add`)."""
@@ -127,7 +127,7 @@ _WORD = 64  # hidden units per word of an activation pattern (bit j % 64 of word
 _ONE = np.uint64(1)
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(**_JIT)
 def _changed_rows(on, off, changed, nb):  # pragma: no cover - jitted
     """``changed[n]``: whether row n's pattern differs from row n − 1's (n ≥ 1, and row 0
     always); returns how many rows changed."""
@@ -162,7 +162,7 @@ _CHANGED_ROWS = 0.5
 _PROBE = 8
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(**_JIT)
 def _outer_add_group(acc, W, j0, units, X, nb):  # pragma: no cover - jitted
     """``acc[q, :nb] += Σ_u W[j0 + u, q] X[u, :nb]`` over the ``units`` units of a pass."""
     if units == _UNITS:
@@ -172,7 +172,7 @@ def _outer_add_group(acc, W, j0, units, X, nb):  # pragma: no cover - jitted
             _outer_add(acc, W[j0 + u], X[u], nb)
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(**_JIT)
 def _rows_from(acc, base, out, nb):  # pragma: no cover - jitted
     """``out[n] = acc[:, n] + base`` for n < ``nb``: transposed accumulators to rows."""
     for n in range(nb):
@@ -180,7 +180,7 @@ def _rows_from(acc, base, out, nb):  # pragma: no cover - jitted
             out[n, q] = acc[q, n] + base[q]
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(**_JIT)
 def _pattern_sums(on, off, W, base, row, acc, mf, changed, out, nb):  # pragma: no cover
     r"""``out[n] = Σ_j W[j] m_j + base`` for the rows n < ``nb`` of a block, where
     :math:`m_j = o_j - o^0_j` with the bits of ``on`` and ``off`` (``(words, _BLOCK)``; no
@@ -228,6 +228,120 @@ def _pattern_sums(on, off, W, base, row, acc, mf, changed, out, nb):  # pragma: 
     return False
 
 
+@numba.njit(**_JIT)
+def _eval_chunk(c, chunk, a, diag_a, W1T, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI,
+                MASK, ON):  # pragma: no cover - jitted
+    """Rows ``[c·chunk, (c+1)·chunk)`` of :func:`shplrnn_eval`: one task of its parallel loop,
+    compiled once as a function of its own (a ``prange`` body this large compiled inside
+    the parallel loop took 50 s, as a call 20 s)."""
+    N, M = H.shape
+    L = h2.shape[0]
+    MM = M * M
+    dt = H.dtype
+    zero = dt.type(0)
+    one = dt.type(1)
+    want_f, want_j, want_d = F.shape[0] > 0, J.shape[0] > 0, Dg.shape[0] > 0
+    keep_phi, keep_m, keep_on = PHI.shape[0] > 0, MASK.shape[0] > 0, ON.shape[0] > 0
+    forced = ZH.shape[0] > 0
+    switches = want_j or want_d  # the Jacobians come from the activation patterns
+    words = (L + _WORD - 1) // _WORD
+    Z = np.empty((M, _BLOCK), dtype=dt)  # the block's (forced) states, transposed
+    S = np.empty((M, _BLOCK), dtype=dt)  # 1 - a
+    Ft = np.empty((M if want_f else 0, _BLOCK), dtype=dt)
+    pre = np.empty((_UNITS, _BLOCK), dtype=dt)  # φ of _UNITS hidden units
+    mk = np.empty((_UNITS, _BLOCK), dtype=dt)  # φ'
+    on = np.empty((_UNITS, _BLOCK), dtype=dt)
+    # activation patterns: bits of 1[p > 0] and, clipped, of 1[p0 > 0]
+    bits = np.zeros((words if switches else 0, _BLOCK), dtype=np.uint64)
+    bits0 = np.zeros((words if switches and clipped else 0, _BLOCK), dtype=np.uint64)
+    accJ = np.empty((MM if want_j else 0, _BLOCK), dtype=dt)  # sums over units, by row
+    accD = np.empty((M if want_d else 0, _BLOCK), dtype=dt)
+    by_rows = False  # the last block's pattern changed at most rows
+    changed = np.empty(_BLOCK, dtype=np.bool_)
+    jrow = np.empty(MM if want_j else 0, dtype=dt)
+    drow = np.empty(M if want_d else 0, dtype=dt)
+    stop = min(N, (c + 1) * chunk)
+    for s in range(c * chunk, stop, _BLOCK):
+        nb = min(_BLOCK, stop - s)
+        for n in range(nb):
+            for k in range(M):
+                if forced:
+                    ak = FA[s + n, k]
+                    S[k, n] = one - ak
+                    Z[k, n] = (one - ak) * H[s + n, k] + ak * ZH[s + n, k]
+                else:
+                    Z[k, n] = H[s + n, k]
+        Ft[:, :nb] = zero
+        # Jacobians: from the patterns (bits), or, while patterns change at most rows,
+        # summed over the units as they go (every _PROBE-th block looks at the bits again)
+        rows = by_rows and (s // _BLOCK) % _PROBE != 0
+        use_bits = switches and not rows
+        if rows:
+            accJ[:, :nb] = zero
+            accD[:, :nb] = zero
+        bits[:, :nb] = 0
+        bits0[:, :nb] = 0
+        for j0 in range(0, L, _UNITS):
+            units = min(_UNITS, L - j0)
+            for u in range(units):
+                j = j0 + u
+                # p = W2 z + h2, summed over k in order as in _hidden
+                p0 = pre[u]
+                _column_sums(W2T, j, Z, p0, nb)
+                hj = h2[j]
+                if use_bits:  # the pattern, from p0 = (W2 z)_j
+                    w, bit = j // _WORD, _ONE << np.uint64(j % _WORD)
+                    nil = np.uint64(0)
+                    bw = bits[w]
+                    for n in range(nb):
+                        bw[n] |= bit if p0[n] + hj > zero else nil
+                    if clipped:
+                        bw = bits0[w]
+                        for n in range(nb):
+                            bw[n] |= bit if p0[n] > zero else nil
+                # store only what is used: a store per unit and row is ~5 % of the time
+                if keep_on:
+                    for n in range(nb):
+                        pre[u, n], mk[u, n], on[u, n] = _unit(p0[n], hj, clipped, zero, one)
+                elif keep_m or rows:
+                    for n in range(nb):
+                        pre[u, n], mk[u, n], _ = _unit(p0[n], hj, clipped, zero, one)
+                else:
+                    for n in range(nb):
+                        pre[u, n], _, _ = _unit(p0[n], hj, clipped, zero, one)
+                if keep_phi:
+                    PHI[s : s + nb, j] = pre[u, :nb]
+                if keep_m:
+                    MASK[s : s + nb, j] = mk[u, :nb]
+                if keep_on:
+                    ON[s : s + nb, j] = on[u, :nb]
+            if want_f:
+                _outer_add_group(Ft, W1T, j0, units, pre, nb)
+            if rows:
+                _outer_add_group(accJ, P, j0, units, mk, nb)
+                _outer_add_group(accD, C, j0, units, mk, nb)
+        if switches:
+            Jb, Db = J[s : s + nb], Dg[s : s + nb]  # empty if not wanted
+            if rows:
+                _rows_from(accJ, diag_a, Jb, nb)
+                _rows_from(accD, a, Db, nb)
+            else:
+                by_rows = _pattern_sums(bits, bits0, P, diag_a, jrow, accJ, mk, changed, Jb, nb)
+                by_rows |= _pattern_sums(bits, bits0, C, a, drow, accD, mk, changed, Db, nb)
+            if forced:  # times diag(1 - a) on the right
+                for n in range(Jb.shape[0]):
+                    for i in range(M):
+                        for k in range(M):
+                            Jb[n, i * M + k] *= S[k, n]
+                for n in range(Db.shape[0]):
+                    for i in range(M):
+                        Db[n, i] *= S[i, n]
+        if want_f:
+            for n in range(nb):
+                for i in range(M):
+                    F[s + n, i] = a[i] * Z[i, n] + Ft[i, n] + h1[i]
+
+
 @numba.njit(**_PJIT)
 def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MASK, ON, chunk):
     r"""Per row ``n`` of ``H``: ``F = f``, ``J`` (dense, flattened ``(N, M*M)``), ``Dg = diag J``,
@@ -246,118 +360,15 @@ def shplrnn_eval(a, W1, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J, Dg, PHI, MA
     + (h_1)_i`, :math:`J_q = \sum_j P_{jq} m_j`, so results do not depend on the chunking.
     """  # pragma: no cover - jitted
     N, M = H.shape
-    L = h2.shape[0]
-    MM = M * M
-    dt = H.dtype
-    zero = dt.type(0)
-    one = dt.type(1)
-    want_f, want_j, want_d = F.shape[0] > 0, J.shape[0] > 0, Dg.shape[0] > 0
-    keep_phi, keep_m, keep_on = PHI.shape[0] > 0, MASK.shape[0] > 0, ON.shape[0] > 0
-    forced = ZH.shape[0] > 0
-    switches = want_j or want_d  # the Jacobians come from the activation patterns
     W1T = np.ascontiguousarray(W1.T)  # (L, M): row j is the column W1[:, j]
-    words = (L + _WORD - 1) // _WORD
-    diag_a = np.zeros(MM, dtype=dt)  # vec(diag(a))
+    diag_a = np.zeros(M * M, dtype=H.dtype)  # vec(diag(a))
     for i in range(M):
         diag_a[i * (M + 1)] = a[i]
     chunk = -(-chunk // _BLOCK) * _BLOCK  # blocks start at multiples of _BLOCK
     n_chunks = (N + chunk - 1) // chunk
     for c in numba.prange(n_chunks):
-        Z = np.empty((M, _BLOCK), dtype=dt)  # the block's (forced) states, transposed
-        S = np.empty((M, _BLOCK), dtype=dt)  # 1 - a
-        Ft = np.empty((M if want_f else 0, _BLOCK), dtype=dt)
-        pre = np.empty((_UNITS, _BLOCK), dtype=dt)  # φ of _UNITS hidden units
-        mk = np.empty((_UNITS, _BLOCK), dtype=dt)  # φ'
-        on = np.empty((_UNITS, _BLOCK), dtype=dt)
-        # activation patterns: bits of 1[p > 0] and, clipped, of 1[p0 > 0]
-        bits = np.zeros((words if switches else 0, _BLOCK), dtype=np.uint64)
-        bits0 = np.zeros((words if switches and clipped else 0, _BLOCK), dtype=np.uint64)
-        accJ = np.empty((MM if want_j else 0, _BLOCK), dtype=dt)  # sums over units, by row
-        accD = np.empty((M if want_d else 0, _BLOCK), dtype=dt)
-        by_rows = False  # the last block's pattern changed at most rows
-        changed = np.empty(_BLOCK, dtype=np.bool_)
-        jrow = np.empty(MM if want_j else 0, dtype=dt)
-        drow = np.empty(M if want_d else 0, dtype=dt)
-        stop = min(N, (c + 1) * chunk)
-        for s in range(c * chunk, stop, _BLOCK):
-            nb = min(_BLOCK, stop - s)
-            for n in range(nb):
-                for k in range(M):
-                    if forced:
-                        ak = FA[s + n, k]
-                        S[k, n] = one - ak
-                        Z[k, n] = (one - ak) * H[s + n, k] + ak * ZH[s + n, k]
-                    else:
-                        Z[k, n] = H[s + n, k]
-            Ft[:, :nb] = zero
-            # Jacobians: from the patterns (bits), or, while patterns change at most rows,
-            # summed over the units as they go (every _PROBE-th block looks at the bits again)
-            rows = by_rows and (s // _BLOCK) % _PROBE != 0
-            use_bits = switches and not rows
-            if rows:
-                accJ[:, :nb] = zero
-                accD[:, :nb] = zero
-            bits[:, :nb] = 0
-            bits0[:, :nb] = 0
-            for j0 in range(0, L, _UNITS):
-                units = min(_UNITS, L - j0)
-                for u in range(units):
-                    j = j0 + u
-                    # p = W2 z + h2, summed over k in order as in _hidden
-                    p0 = pre[u]
-                    _column_sums(W2T, j, Z, p0, nb)
-                    hj = h2[j]
-                    if use_bits:  # the pattern, from p0 = (W2 z)_j
-                        w, bit = j // _WORD, _ONE << np.uint64(j % _WORD)
-                        nil = np.uint64(0)
-                        bw = bits[w]
-                        for n in range(nb):
-                            bw[n] |= bit if p0[n] + hj > zero else nil
-                        if clipped:
-                            bw = bits0[w]
-                            for n in range(nb):
-                                bw[n] |= bit if p0[n] > zero else nil
-                    # store only what is used: a store per unit and row is ~5 % of the time
-                    if keep_on:
-                        for n in range(nb):
-                            pre[u, n], mk[u, n], on[u, n] = _unit(p0[n], hj, clipped, zero, one)
-                    elif keep_m or rows:
-                        for n in range(nb):
-                            pre[u, n], mk[u, n], _ = _unit(p0[n], hj, clipped, zero, one)
-                    else:
-                        for n in range(nb):
-                            pre[u, n], _, _ = _unit(p0[n], hj, clipped, zero, one)
-                    if keep_phi:
-                        PHI[s : s + nb, j] = pre[u, :nb]
-                    if keep_m:
-                        MASK[s : s + nb, j] = mk[u, :nb]
-                    if keep_on:
-                        ON[s : s + nb, j] = on[u, :nb]
-                if want_f:
-                    _outer_add_group(Ft, W1T, j0, units, pre, nb)
-                if rows:
-                    _outer_add_group(accJ, P, j0, units, mk, nb)
-                    _outer_add_group(accD, C, j0, units, mk, nb)
-            if switches:
-                Jb, Db = J[s : s + nb], Dg[s : s + nb]  # empty if not wanted
-                if rows:
-                    _rows_from(accJ, diag_a, Jb, nb)
-                    _rows_from(accD, a, Db, nb)
-                else:
-                    by_rows = _pattern_sums(bits, bits0, P, diag_a, jrow, accJ, mk, changed, Jb, nb)
-                    by_rows |= _pattern_sums(bits, bits0, C, a, drow, accD, mk, changed, Db, nb)
-                if forced:  # times diag(1 - a) on the right
-                    for n in range(Jb.shape[0]):
-                        for i in range(M):
-                            for k in range(M):
-                                Jb[n, i * M + k] *= S[k, n]
-                    for n in range(Db.shape[0]):
-                        for i in range(M):
-                            Db[n, i] *= S[i, n]
-            if want_f:
-                for n in range(nb):
-                    for i in range(M):
-                        F[s + n, i] = a[i] * Z[i, n] + Ft[i, n] + h1[i]
+        _eval_chunk(np.int64(c), chunk, a, diag_a, W1T, W2T, h1, h2, P, C, clipped, H, ZH, FA, F, J,
+                    Dg, PHI, MASK, ON)
 
 
 @numba.njit(**_PJIT)
