@@ -558,3 +558,27 @@ def test_value_errors_lyapunov():
         from pitsolve.models import GRU
 
         max_lyapunov(GRU(3, 2))
+
+
+def test_evaluate_spectrum_segment_is_the_mean_over_segment_pairs():
+    """``spectrum_segment``: D_H is the mean of D_H over consecutive segment pairs (the
+    long free-run evaluation); without it, D_H of the whole series."""
+    from pitsolve.dsr.evaluate import evaluate, validation_score
+
+    model = ODEStep(Lorenz63(), dt=0.01)
+    x = model.sequential(np.array([1.0, 1.0, 1.0]), None, 6000)[2000:]
+    whole = evaluate(model, x, lyapunov_steps=10, keep_trajectory=True)
+    seg = evaluate(model, x, lyapunov_steps=10, keep_trajectory=True, spectrum_segment=1000)
+    gen = seg.generated
+    np.testing.assert_array_equal(gen, whole.generated)
+    expect = np.mean([power_spectrum_distance(x[k * 1000:(k + 1) * 1000],
+                                              gen[k * 1000:(k + 1) * 1000]) for k in range(4)])
+    assert seg.D_H == pytest.approx(expect, rel=1e-12)
+    assert whole.D_H == pytest.approx(power_spectrum_distance(x, gen), rel=1e-12)
+    assert seg.D_stsp == whole.D_stsp  # only D_H is segmented
+    record = []
+    score = validation_score(x, record=record, spectrum_segment=1000)(model)
+    assert record[0]["D_H"] == pytest.approx(expect, rel=1e-12)
+    assert score == pytest.approx(seg.D_stsp + seg.D_H)
+    with pytest.raises(ValueError, match="spectrum_segment"):
+        evaluate(model, x, lyapunov_steps=10, spectrum_segment=2)
