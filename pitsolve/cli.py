@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from ._jitlog import compile_messages
 from .memory import tune_allocator
 
 __all__ = ["main"]
@@ -29,6 +30,8 @@ __all__ = ["main"]
 SOLVERS = ("deer", "quasi-deer", "newton-krylov", "sequential", "schwarz")
 ENGINES = ("serial", "threads", "mpi")
 MODELS = ("shplrnn", "clipped", "alrnn")
+OBSERVATIONS = ("auto", "identity", "affine")
+DATA_SUFFIXES = (".npy", ".npz", ".csv", ".txt")
 # aGTF relaxation γ of `--forcing agtf`: faster than the GTF paper's 0.999, so that α
 # reaches its estimate α̂ within the default 30 000 optimiser steps (docs/benchmarks.md)
 AGTF_DECAY = 0.998
@@ -39,7 +42,13 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .dsr.recipes import RECIPES
     from .dsr.systems import SYSTEMS
+
+    default = RECIPES["lorenz63"]
+
+    def recipe_help(text: str, value: Any) -> str:
+        return f"{text} (default: from the system's recipe; lorenz63: {value})"
 
     parser = argparse.ArgumentParser(
         prog="pitsolve", description="Solve and train nonlinear recurrences in parallel over time."
@@ -50,15 +59,34 @@ def _parser() -> argparse.ArgumentParser:
         "reconstruct", help="train a model that reproduces a chaotic system (default Lorenz-63)",
         description="Train a shPLRNN with generalized teacher forcing (GTF-DEER by default) on a "
         "chaotic time series, keep the best free-running model, and report D_stsp, D_H, PE(20) "
-        "and the maximal Lyapunov exponent on held-out data.")
-    rec.add_argument("system", nargs="?", default="lorenz63", choices=sorted(SYSTEMS),
-                     metavar="SYSTEM", help=f"built-in system: {', '.join(sorted(SYSTEMS))}")
-    rec.add_argument("--data", type=Path, help="train on a series from .npy/.npz/.csv instead")
-    rec.add_argument("--dt", type=float, default=None, help="sampling step of --data (for λ_max)")
-    rec.add_argument("--T", type=int, default=100_000, help="training length (default 1e5)")
-    rec.add_argument("--model", choices=MODELS, default="shplrnn")
-    rec.add_argument("--latent", type=int, default=None, help="latent units M (default N)")
-    rec.add_argument("--hidden", type=int, default=50, help="hidden units L (default 50)")
+        "and the maximal Lyapunov exponent on held-out data. Unset training options come from "
+        "the system's recipe (pitsolve.dsr.recipes).")
+    rec.add_argument("system", nargs="?", default=None, metavar="SYSTEM",
+                     help=f"built-in system ({', '.join(sorted(SYSTEMS))}; default lorenz63), "
+                     "dysts:NAME (a flow of the dysts package, pip install 'pitsolve[dysts]'), "
+                     "or a data file (.npy, .npz, .csv, .txt)")
+    rec.add_argument("--data", type=Path, help="train on a series from .npy/.npz/.csv/.txt "
+                     "(the same as giving the file as SYSTEM)")
+    rec.add_argument("--dt", type=float, default=None,
+                     help="sampling step: of a data file (for λ_max per time unit), or of a "
+                     "generated system (default: the built-in system's own; dysts: its "
+                     "period/100)")
+    rec.add_argument("--embed", default=None, metavar="DIM,LAG",
+                     help="delay-embed a data file: DIM delayed copies of every column, LAG "
+                     "steps apart (default: none)")
+    rec.add_argument("--T", type=int, default=None,
+                     help=recipe_help("training length of a generated system", default.T))
+    rec.add_argument("--model", choices=MODELS, default=None,
+                     help=recipe_help("latent model", default.model))
+    rec.add_argument("--latent", type=int, default=None,
+                     help=recipe_help("latent units M; M < N trains an affine observation "
+                                      "model", default.latent or "the data dimension N"))
+    rec.add_argument("--observation", choices=OBSERVATIONS, default="auto",
+                     help="how the latent units are observed: identity (the first N units; "
+                     "M ≥ N), affine (x = Bz + b, trained with the model), auto (default: "
+                     "identity if M ≥ N, else affine)")
+    rec.add_argument("--hidden", type=int, default=None,
+                     help=recipe_help("hidden units L", default.hidden))
     rec.add_argument("--solver", choices=SOLVERS, default="deer")
     rec.add_argument("--engine", choices=ENGINES, default="serial",
                      help="engine of --solver schwarz; mpi: run under mpiexec, rank 0 reports")
@@ -69,18 +97,28 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--windows", type=int, default=None,
                      help="Schwarz windows (default: 4, or the number of MPI ranks if more)")
     rec.add_argument("--overlap", type=int, default=32, help="Schwarz overlap in steps")
-    rec.add_argument("--forcing", default="agtf",
-                     help="agtf[:GAMMA] | gtf:ALPHA | stf:TAU | none (default agtf, γ = 0.998)")
-    rec.add_argument("--epochs", type=int, default=60,
-                     help="epochs of --steps-per-epoch steps, each scored on held-out data "
-                     "(default 60)")
-    rec.add_argument("--steps-per-epoch", type=int, default=500)
-    rec.add_argument("--seq-len", type=int, default=200)
-    rec.add_argument("--batch-size", type=int, default=16)
-    rec.add_argument("--lr", type=float, default=1e-3)
-    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--forcing", default=None,
+                     help=recipe_help(f"agtf[:GAMMA] | gtf:ALPHA | stf:TAU | none; agtf is "
+                                      f"γ = {AGTF_DECAY}", default.forcing))
+    rec.add_argument("--epochs", type=int, default=None,
+                     help=recipe_help("epochs of --steps-per-epoch steps, each scored on "
+                                      "held-out data", default.epochs))
+    rec.add_argument("--steps-per-epoch", type=int, default=None,
+                     help=recipe_help("optimiser steps per epoch", default.steps_per_epoch))
+    rec.add_argument("--seq-len", type=int, default=None,
+                     help=recipe_help("length of the training windows", default.seq_len))
+    rec.add_argument("--batch-size", type=int, default=None,
+                     help=recipe_help("windows per optimiser step", default.batch_size))
+    rec.add_argument("--lr", type=float, default=None,
+                     help=recipe_help("initial learning rate (decays to lr/100)", default.lr))
+    seeds = rec.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
+    seeds.add_argument("--seeds", default=None, metavar="LIST",
+                       help="run once per seed (0-4, 0,2,5 or 3), each into OUT/seed-K/, then "
+                       "write OUT/summary.json, a summary table and OUT/seeds.png")
     rec.add_argument("--out", type=Path, default=Path("pitsolve-run"))
-    rec.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    rec.add_argument("--resume", action="store_true",
+                     help="continue from --out's checkpoint (with --seeds: each seed's)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     ev = sub.add_parser("evaluate", help="evaluate a trained model on a series")
     ev.add_argument("params", type=Path)
@@ -156,6 +194,15 @@ def _launched_ranks() -> int:
     return 1
 
 
+def _launched_rank() -> int:
+    """This process's rank among those mpiexec started (0 outside mpiexec)."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
 def _split_comm(args: argparse.Namespace) -> Any:
     """COMM_WORLD when the series is split by time over the ranks (``--split-time``, or
     launched by mpiexec on several ranks with ``--engine serial``), else None."""
@@ -188,28 +235,116 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
             raise UsageError(f"--{name} must be a positive integer, got {v}")
 
 
-def _load_data(args: argparse.Namespace) -> tuple[np.ndarray, int, dict[str, Any], str]:
+def _resolve(args: argparse.Namespace) -> tuple[str, str, Any]:
+    """Where the data come from, ``(kind, name, recipe)`` with kind ``"system"`` (a built-in
+    name), ``"dysts"`` (a dysts flow) or ``"file"`` (a path), from SYSTEM and ``--data``; fills
+    every unset training option from the recipe and checks the options."""
+    from .dsr.recipes import TRAINING_FIELDS, recipe
+    from .dsr.systems import SYSTEMS
+
+    spec = args.system
+    if args.data is not None:
+        if spec is not None:
+            raise UsageError(f"give the data either as SYSTEM ({spec}) or with --data, not both")
+        kind, name = "file", str(args.data)
+    elif spec is None or spec.lower().replace("-", "_") in SYSTEMS:
+        kind, name = "system", (spec or "lorenz63").lower().replace("-", "_")
+        args.system = name
+    elif spec.startswith("dysts:"):
+        kind, name = "dysts", spec[len("dysts:"):]
+        if not name:
+            raise UsageError("dysts:NAME needs the name of a dysts flow, e.g. dysts:Rossler")
+    elif Path(spec).suffix.lower() in DATA_SUFFIXES or Path(spec).exists():
+        kind, name = "file", spec
+        args.system, args.data = None, Path(spec)
+    else:
+        raise UsageError(f"unknown system {spec!r}; valid: {', '.join(sorted(SYSTEMS))}, "
+                         "dysts:NAME, or a data file (.npy, .npz, .csv, .txt)")
+    rec = recipe(name if kind == "system" else None)
+    for field in TRAINING_FIELDS:
+        if getattr(args, field) is None:
+            setattr(args, field, getattr(rec, field))
+    _positive(args, "T", "latent", "hidden", "epochs", "steps-per-epoch", "seq-len",
+              "batch-size")
+    if args.lr <= 0 or not math.isfinite(args.lr):
+        raise UsageError(f"--lr must be a positive number, got {args.lr}")
+    if args.dt is not None and not (args.dt > 0 and math.isfinite(args.dt)):
+        raise UsageError(f"--dt must be a positive number, got {args.dt}")
+    if args.embed is not None:
+        if kind != "file":
+            raise UsageError("--embed applies to a data file, not to a generated system")
+        args.embed = _embedding(args.embed)
+    if args.seeds is not None and not isinstance(args.seeds, list):
+        from .dsr.seeds import parse_seeds
+
+        try:
+            args.seeds = parse_seeds(args.seeds)
+        except ValueError as exc:
+            raise UsageError(f"--seeds {args.seeds}: {exc}") from None
+    return kind, name, rec
+
+
+def _embedding(spec: Any) -> list[int]:
+    """``[DIM, LAG]`` of ``--embed DIM,LAG`` (positive integers)."""
+    from .dsr.embedding import rows_lost
+
+    if isinstance(spec, list):
+        return spec
+    try:
+        dim, lag = (int(v) for v in str(spec).split(","))
+        rows_lost(dim, lag)
+    except ValueError as exc:
+        detail = f": {exc}" if "must be" in str(exc) else ""
+        raise UsageError(f"--embed must be DIM,LAG with two positive integers (e.g. 3,10), "
+                         f"got {spec!r}{detail}") from None
+    return [dim, lag]
+
+
+def _load_data(args: argparse.Namespace, kind: str, name: str,
+               rec: Any) -> tuple[np.ndarray, int, dict[str, Any], str]:
     """(z-scored series, held-out length, metadata (dt, λ_max of the truth, scaling), text).
 
     The last ``2·n_eval`` steps are held out: validation, then test. A generated series has
-    ``--T`` training steps; a file's series keeps 5/6 for training.
+    ``--T`` training steps; a file's series keeps the rest after the held-out tail
+    (:func:`pitsolve.dsr.prepare.prepare_series`).
     """
     from .dsr.io import load_series
-    from .dsr.systems import system
+    from .dsr.prepare import prepare_series
+    from .dsr.systems import dysts_system, from_dysts, system
 
-    if args.data is not None:
-        x = load_series(args.data)
-        if x.shape[0] < 1000:
-            raise UsageError(f"{args.data}: need at least 1000 time steps, got {x.shape[0]}")
-        mean, std = x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0)
+    if kind == "file":
+        path = Path(name)
+        embed = None if args.embed is None else (args.embed[0], args.embed[1])
+        prep = prepare_series(load_series(path), name=str(path), embed=embed)
         meta = {"dt": args.dt, "lyapunov_truth": None,
-                "mean": mean.tolist(), "std": std.tolist()}
-        return (x - mean) / std, max(250, len(x) // 12), meta, str(args.data)
-    info = system(args.system)
+                "mean": prep.mean.tolist(), "std": prep.std.tolist()}
+        what = str(path)
+        if embed is not None:
+            meta["embed"] = list(embed)
+            what += f" (delay-embedded: dim {embed[0]}, lag {embed[1]})"
+        return prep.x, prep.n_eval, meta, what
     n_eval = max(1000, args.T // 10)
-    x = info.generate(T=args.T + 2 * n_eval, seed=args.seed + 1)
-    meta = {"dt": info.dt, "lyapunov_truth": info.lyapunov_max, "system": args.system}
-    return x, n_eval, meta, f"{args.system} (dt={info.dt})"
+    if kind == "dysts":
+        try:
+            info = dysts_system(name)
+        except ImportError:
+            raise UsageError(f"dysts:{name} needs the dysts package: "
+                             "pip install 'pitsolve[dysts]'") from None
+        dt = args.dt if args.dt is not None else info.dt
+        x = from_dysts(info.name, T=args.T + 2 * n_eval, dt=dt, seed=args.seed + 1)
+        meta = {"dt": dt, "lyapunov_truth": info.lyapunov_max, "system": f"dysts:{info.name}"}
+        return x, n_eval, meta, f"dysts:{info.name} (dt={dt:.6g})"
+    info = system(name)
+    params = dict(rec.system_params)
+    dt = args.dt if args.dt is not None else info.dt
+    kwargs = {"dt": args.dt} if args.dt is not None else {}
+    x = info.generate(T=args.T + 2 * n_eval, seed=args.seed + 1, **kwargs, **params)
+    truth = rec.lyapunov_max if rec.lyapunov_max is not None else info.lyapunov_max
+    meta = {"dt": dt, "lyapunov_truth": truth, "system": name}
+    if params:
+        meta["system_params"] = params
+    shown = "".join(f"{k}={v}, " for k, v in params.items())
+    return x, n_eval, meta, f"{name} ({shown}dt={dt})"
 
 
 def _split(x: np.ndarray, n_eval: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -290,7 +425,8 @@ def _figure(path: Path, test: np.ndarray, gen: np.ndarray | None, title: str) ->
             continue
         z = (series[:, 0] - series[:, 0].mean()) / (series[:, 0].std() + 1e-12)
         ps = gaussian_filter1d(np.abs(np.fft.rfft(z)) ** 2, 20)
-        ax3.semilogy(ps / ps.sum(), lw=0.8, label=label)
+        if ps.sum() > 0:  # a constant series (a model on a fixed point) has no spectrum
+            ax3.semilogy(ps / ps.sum(), lw=0.8, label=label)
     ax3.set_title("power spectrum (dim 1, smoothed)")
     ax3.set_xlim(0, len(test) // 10)
     ax3.legend()
@@ -303,43 +439,73 @@ def _figure(path: Path, test: np.ndarray, gen: np.ndarray | None, title: str) ->
 
 # -- commands -------------------------------------------------------------------------------
 def _reconstruct(args: argparse.Namespace) -> int:
+    kind, name, rec = _resolve(args)
+    if args.seeds is None:
+        return _reconstruct_one(args, kind, name, rec)[0]
+    from ._cli_seeds import run_seeds
+
+    return run_seeds(args, lambda a: _reconstruct_one(a, kind, name, rec),
+                     announce=_launched_rank() == 0)
+
+
+def _observed_model(args: argparse.Namespace, N: int) -> tuple[Any, str, str]:
+    """(model, observation kind, description) for data of N dimensions."""
+    latent = args.latent or N
+    observation = args.observation
+    if observation == "auto":
+        observation = "identity" if latent >= N else "affine"
+    if observation == "identity" and latent < N:
+        raise UsageError(f"--latent {latent} is less than the data dimension {N}: the identity "
+                         f"observation needs --latent ≥ {N}; use --observation affine (the "
+                         "default when --latent < N)")
+    model = _model(args.model, latent, args.hidden, args.seed)
+    text = f"{type(model).__name__}(M={latent}, L={args.hidden})"
+    if observation == "affine":
+        from .models import Affine, ObservedModel
+
+        model = ObservedModel(model, Affine.init(N, latent, seed=args.seed))
+        text += f" observed through Affine(N={N})"
+    return model, observation, text
+
+
+def _reconstruct_one(args: argparse.Namespace, kind: str, name: str,
+                     rec: Any) -> tuple[int, dict[str, Any] | None]:
+    """One reconstruction into ``args.out``: (exit status, the report; None on ranks > 0 and
+    when interrupted)."""
     from .dsr.evaluate import evaluate, validation_score
+    from .dsr.observed import observation_view
     from .parallel.slices import even_rows
     from .training import fit, optim
     from .training.checkpoint import save_model
 
-    _positive(args, "T", "latent", "hidden", "epochs", "steps-per-epoch", "seq-len",
-              "batch-size")
-    if args.lr <= 0 or not math.isfinite(args.lr):
-        raise UsageError(f"--lr must be a positive number, got {args.lr}")
     t_start = time.perf_counter()
     comm = _split_comm(args)
     rank, ranks = _mpi_rank(args.engine) if comm is None else (comm.Get_rank(), comm.Get_size())
     forcing, solver = _forcing(args.forcing), _solver(args, ranks)
     if rank > 0:  # every rank trains in lockstep; rank 0 alone reports and writes the outputs
         args.quiet = True
-    x, n_eval, data_meta, what = _load_data(args)
+    x, n_eval, data_meta, what = _load_data(args, kind, name, rec)
     dt, truth_lyap = data_meta["dt"], data_meta["lyapunov_truth"]
     train, val, test = _split(x, n_eval)
     if args.seq_len > len(train):
         raise UsageError(f"--seq-len {args.seq_len} exceeds the training length {len(train)}")
-    latent = args.latent or x.shape[1]
-    if latent < x.shape[1]:
-        raise UsageError(f"--latent must be ≥ the data dimension {x.shape[1]}, got {latent}")
-    model = _model(args.model, latent, args.hidden, args.seed)
+    model, observation, described = _observed_model(args, x.shape[1])
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.npz"
     if args.resume and not ckpt.exists():
         raise UsageError(f"--resume: no checkpoint at {ckpt}")
     if rank == 0:
-        print(f"pitsolve reconstruct: {what}, {len(train)} training steps, "
-              f"{type(model).__name__}(M={latent}, L={args.hidden}), forcing {args.forcing}, "
-              f"solver {args.solver}, seed {args.seed}", file=sys.stderr)
+        print(f"pitsolve reconstruct: {what}, {len(train)} training steps, {described}, "
+              f"forcing {args.forcing}, solver {args.solver}, seed {args.seed}", file=sys.stderr)
     total = args.epochs * args.steps_per_epoch
     lr = optim.ExponentialDecay(lr_start=args.lr, lr_end=args.lr * 1e-2, steps=total)
     val_record: list[dict[str, float]] = []
-    validate = validation_score(val, record=val_record)
+    score_view = validation_score(val, record=val_record)
+
+    def validate(m: Any) -> float:
+        return score_view(observation_view(m))
+
     seq_len: int | None = args.seq_len
     if comm is not None:  # this rank's slice of the series; rank 0 scores, the others wait
         lo, hi = even_rows(len(train), ranks, rank)
@@ -357,17 +523,17 @@ def _reconstruct(args: argparse.Namespace) -> int:
     if result.stopped and result.stopped.startswith("interrupted"):
         print(f"\npitsolve: interrupted; checkpoint saved to {ckpt}; continue with --resume",
               file=sys.stderr)
-        return 130
+        return 130, None
     train_time = time.perf_counter() - t_start
     if rank > 0:
-        return 0
+        return 0, None
     evals = {}
     gens = {}
-    for name, m in (("best", result.best_model), ("final", result.model)):
-        ev = evaluate(m, test, dt=dt, lyapunov_steps=20_000, seed=args.seed,
+    for label, m in (("best", result.best_model), ("final", result.model)):
+        ev = evaluate(observation_view(m), test, dt=dt, lyapunov_steps=20_000, seed=args.seed,
                       keep_trajectory=True)
-        gens[name] = ev.generated
-        evals[name] = ev.as_dict()
+        gens[label] = ev.generated
+        evals[label] = ev.as_dict()
     meta = {**data_meta, "data": what}
     save_model(out / "model_best.npz", result.best_model, meta)
     save_model(out / "model_final.npz", result.model, meta)
@@ -376,6 +542,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
     report = {
         "command": "reconstruct", "version": __version__, "data": what, "dt": dt,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "recipe": rec.source, "observation": observation,
         "train_steps": len(train), "best_epoch": result.best_epoch, "epochs": result.epochs,
         "best": evals["best"], "final": evals["final"], "lyapunov_truth_per_time": truth_lyap,
         "wall_time_s": time.perf_counter() - t_start, "train_time_s": train_time,
@@ -396,20 +563,27 @@ def _reconstruct(args: argparse.Namespace) -> int:
                        " (install matplotlib for reconstruction.png)"))
     if result.stopped:
         print(f"note: training stopped early: {result.stopped}", file=sys.stderr)
-    return 0
+    return 0, report
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from .dsr.embedding import delay_embed
     from .dsr.evaluate import evaluate
     from .dsr.io import load_series
+    from .dsr.observed import observation_view
     from .training.checkpoint import load_model
 
     model, meta = load_model(args.params)
     x = load_series(args.data)
     if "mean" in meta:  # the model was trained on z-scored data: scale this series the same way
+        if len(meta["mean"]) != x.shape[1]:
+            raise UsageError(f"{args.data} has {x.shape[1]} columns, the model was trained on "
+                             f"{len(meta['mean'])}")
         x = (x - np.asarray(meta["mean"])) / np.asarray(meta["std"])
+    if meta.get("embed"):  # ... and delay-embed it as the training data were
+        x = delay_embed(x, *meta["embed"])
     dt = args.dt if args.dt is not None else meta.get("dt")
-    ev = evaluate(model, x, dt=dt, seed=args.seed)
+    ev = evaluate(observation_view(model), x, dt=dt, seed=args.seed)
     print(_table({"model": ev.as_dict()}, None))
     print(json.dumps(ev.as_dict()))
     return 0
@@ -418,16 +592,26 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from .dsr.evaluate import generate
     from .dsr.io import save_series
+    from .dsr.observed import AffineObservationView, observation_view
     from .training.checkpoint import load_model
 
     _positive(args, "steps")
     model, _ = load_model(args.params)
+    view = observation_view(model)
+    observed = view.observed if isinstance(view, AffineObservationView) else None
     x0 = np.zeros(1) if args.x0 is None else np.asarray(args.x0, dtype=float)
-    if x0.size > model.state_dim:
-        raise UsageError(f"--x0 has {x0.size} values, the model only {model.state_dim} units")
-    traj = generate(model, x0, args.steps)
+    limit = observed if observed is not None else view.state_dim
+    if x0.size > limit:
+        what = "observed dimensions" if observed is not None else "units"
+        raise UsageError(f"--x0 has {x0.size} values, the model only {limit} {what}")
+    traj = generate(view, x0, args.steps)
+    if observed is not None:  # an affine observation: write the observations x = Bz + b
+        traj = traj[:, :observed]
+        text = f"{observed} observed dimensions (through the model's affine observation)"
+    else:
+        text = f"{view.state_dim} latent units"
     save_series(args.out, traj)
-    print(f"wrote {args.steps} steps of {model.state_dim} latent units to {args.out}")
+    print(f"wrote {args.steps} steps of {text} to {args.out}")
     return 0
 
 
@@ -440,8 +624,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     run = {"reconstruct": _reconstruct, "evaluate": _evaluate, "simulate": _simulate}
     tune_allocator()  # our own process: keep freed memory (fewer page faults per solve)
+    # word on the screen while kernels compile (first run only), from one rank under mpiexec
+    quiet = getattr(args, "quiet", False) or _launched_rank() > 0
     try:
-        return run[args.command](args)
+        with compile_messages(quiet=quiet):
+            return run[args.command](args)
     except (UsageError, ValueError, TypeError, FileNotFoundError, OSError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"pitsolve {args.command}: error: {msg}", file=sys.stderr)

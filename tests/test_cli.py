@@ -70,7 +70,7 @@ def test_resume_continues_the_run(tmp_path):
         (["reconstruct", "--forcing", "magic"], "--forcing"),
         (["reconstruct", "--forcing", "agtf:1.5"], "decay"),
         (["reconstruct", "--epochs", "0"], "--epochs"),
-        (["reconstruct", "--latent", "2"], "--latent"),
+        (["reconstruct", "--latent", "2", "--observation", "identity"], "--latent"),
         (["reconstruct", "--resume", "--out", "/tmp/pitsolve-no-such-run"], "checkpoint"),
         (["evaluate", "/nonexistent.npz", "--data", "/nonexistent.npy"], "nonexistent"),
         (["simulate", "/nonexistent.npz", "--steps", "0", "--out", "x.npy"], "--steps"),

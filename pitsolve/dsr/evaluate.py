@@ -18,6 +18,7 @@ import numpy as np
 
 from .lyapunov import max_lyapunov
 from .metrics import power_spectrum_distance, prediction_error, state_space_divergence
+from .observed import observation_view
 
 __all__ = ["Evaluation", "evaluate", "generate", "summarize", "validation_score"]
 
@@ -50,7 +51,10 @@ def _initial_state(model: Any, x0: Any) -> np.ndarray:
 
 
 def generate(model: Any, x0: Any, steps: int) -> np.ndarray:
-    """The free-running trajectory ``(steps, M)`` from latent state ``[x0; 0]``."""
+    """The free-running trajectory ``(steps, M)`` from latent state ``[x0; 0]`` (a model
+    with an affine observation: its observations, from the latent state the forcing signal
+    of ``x0`` gives; :func:`~pitsolve.dsr.observed.observation_view`)."""
+    model = observation_view(model)
     with np.errstate(over="ignore", invalid="ignore"):
         return model.sequential(_initial_state(model, np.asarray(x0)), None, int(steps))
 
@@ -76,6 +80,7 @@ def evaluate(
     frequency *bins*, so over 10⁵ steps it would average 10 times fewer frequencies, and two
     stretches of the same Lorenz-63 trajectory would differ by D_H ≈ 0.057 instead of 0.021.
     """
+    model = observation_view(model)  # an affine-observed model: measured in the data space
     x = np.asarray(test_data, dtype=float)
     if x.ndim != 2 or x.shape[0] < 4:
         raise ValueError(f"test_data must have shape (T, N) with T ≥ 4, got {x.shape}")
