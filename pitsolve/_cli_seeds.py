@@ -20,8 +20,12 @@ from .dsr.seeds import summarize_seeds
 
 __all__ = ["run_seeds", "seeds_table"]
 
-#: the evaluation the table and the figure show
-SHOWN = "best"
+
+def shown(report: Mapping[str, Any]) -> str:
+    """The evaluation the table and the figure show: the long free run when the reports
+    have one (the reference figures), else the best model on the test series."""
+    return "long" if "long" in report else "best"
+
 
 RunOne = Callable[[argparse.Namespace], tuple[int, "dict[str, Any] | None"]]
 
@@ -62,7 +66,7 @@ def run_seeds(args: argparse.Namespace, run_one: RunOne, *, announce: bool = Tru
     first = reports[seeds[0]]
     summary = {"command": "reconstruct --seeds", "data": first.get("data"),
                "lyapunov_truth_per_time": first.get("lyapunov_truth_per_time"),
-               "shown": SHOWN, **summary}
+               "shown": shown(first), **summary}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     print(seeds_table(summary))
     fig = seeds_figure(out / "seeds.png", summary)
@@ -71,8 +75,8 @@ def run_seeds(args: argparse.Namespace, run_one: RunOne, *, announce: bool = Tru
     return 0
 
 
-def _value(run: Mapping[str, Any], key: str) -> float:
-    v = run.get(SHOWN, {}).get(key) if key != "wall_time_s" else run.get(key)
+def _value(run: Mapping[str, Any], key: str, which: str) -> float:
+    v = run.get(which, {}).get(key) if key != "wall_time_s" else run.get(key)
     return math.nan if v is None else float(v)
 
 
@@ -87,20 +91,21 @@ def seeds_table(summary: Mapping[str, Any]) -> str:
         return f"{label:8s} " + " ".join(cells)
 
     head = f"{'':8s} " + " ".join(f"{h:>{int(fmt.split('.')[0])}s}" for h, _, fmt in cols)
-    lines = [f"{SHOWN} model of each of {len(summary['runs'])} seeds:", head]
+    which = summary.get("shown", "best")
+    lines = [f"{which} evaluation of each of {len(summary['runs'])} seeds:", head]
     for seed, run in summary["runs"].items():
-        lines.append(row(f"seed {seed}", [_value(run, key) for _, key, _ in cols]))
+        lines.append(row(f"seed {seed}", [_value(run, key, which) for _, key, _ in cols]))
     stats = summary["summary"]
 
     def median(key: str) -> float:
-        s = stats.get(key) if key == "wall_time_s" else stats.get(SHOWN, {}).get(key)
+        s = stats.get(key) if key == "wall_time_s" else stats.get(which, {}).get(key)
         return math.nan if not s else float(s["median"])
 
     lines.append(row("median", [median(key) for _, key, _ in cols]))
     truth = summary.get("lyapunov_truth_per_time")
     if truth is not None:
         lines.append(f"{'truth':8s} {'':8s} {'':7s} {'':9s} {truth:11.3f}")
-    diverged = stats.get(SHOWN, {}).get("diverged", 0)
+    diverged = stats.get(which, {}).get("diverged", 0)
     if diverged:
         lines.append(f"{diverged} of {len(summary['runs'])} runs diverged (left out of the "
                      "median)")
@@ -118,13 +123,14 @@ def seeds_figure(path: Path, summary: Mapping[str, Any]) -> bool:
     except ImportError:
         return False
     seeds = list(summary["runs"])
+    which = summary.get("shown", "best")
     panels = (("D_stsp", "$D_{stsp}$"), ("D_H", "$D_H$"),
               ("lyap_per_time", r"$\lambda_{max}$ per time unit"))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for ax, (key, title) in zip(axes, panels, strict=True):
-        values = [_value(summary["runs"][s], key) for s in seeds]
+        values = [_value(summary["runs"][s], key, which) for s in seeds]
         ax.bar(range(len(seeds)), values, color="tab:blue", alpha=0.8)
-        med = summary["summary"].get(SHOWN, {}).get(key, {}).get("median")
+        med = summary["summary"].get(which, {}).get(key, {}).get("median")
         if med is not None and math.isfinite(med):
             ax.axhline(med, color="k", ls="--", lw=1, label=f"median {med:.3g}")
         truth = summary.get("lyapunov_truth_per_time")
@@ -134,7 +140,7 @@ def seeds_figure(path: Path, summary: Mapping[str, Any]) -> bool:
         ax.set_xlabel("seed")
         ax.set_title(title)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{summary.get('data')}: {SHOWN} model of {len(seeds)} seeds")
+    fig.suptitle(f"{summary.get('data')}: {which} evaluation of {len(seeds)} seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

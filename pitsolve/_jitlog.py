@@ -46,6 +46,10 @@ class CompileLog:
             self.count += 1
             self.seconds += time.perf_counter() - self._t0
 
+    def as_dict(self) -> dict[str, float]:
+        """``{"kernels": count, "seconds": seconds}`` so far."""
+        return {"kernels": self.count, "seconds": round(self.seconds, 2)}
+
     def close(self) -> None:
         """End the status line (if one was drawn) with the totals."""
         if self.count and not self.quiet:

@@ -3,6 +3,7 @@
     pitsolve reconstruct [SYSTEM | --data FILE] ...   train a model on a chaotic series (main job)
     pitsolve evaluate PARAMS --data FILE              measure a trained model against data
     pitsolve simulate PARAMS --steps N --out FILE     generate a trajectory from a trained model
+    pitsolve warmup [SYSTEM] [--solver ...]           compile and cache the kernels (first run)
 
 Bad arguments and bad files end with a one-line error and exit status 2, never a traceback.
 Ctrl-C during training saves a checkpoint that ``--resume`` continues.
@@ -27,7 +28,14 @@ from .memory import tune_allocator
 
 __all__ = ["main"]
 
-SOLVERS = ("deer", "quasi-deer", "newton-krylov", "sequential", "schwarz")
+SOLVERS = ("auto", "deer", "quasi-deer", "newton-krylov", "sequential", "schwarz")
+#: ``--solver auto`` trains windows of at most this many steps with the sequential solver
+#: (GTF-BPTT) and longer windows, the whole series and a split time axis with DEER: on a
+#: CPU, a batch of 16 windows of 200 steps already keeps the cores busy, and DEER's Newton
+#: iterations then cost 1.8× the sequential pass and gradient (docs/benchmarks.md)
+AUTO_WINDOW = 1000
+#: the long free run of the reference evaluation (steps), in D_H segments of LONG_SEGMENT
+LONG_RUN, LONG_SEGMENT = 100_000, 10_000
 ENGINES = ("serial", "threads", "mpi")
 MODELS = ("shplrnn", "clipped", "alrnn")
 OBSERVATIONS = ("auto", "identity", "affine")
@@ -87,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
                      "identity if M ≥ N, else affine)")
     rec.add_argument("--hidden", type=int, default=None,
                      help=recipe_help("hidden units L", default.hidden))
-    rec.add_argument("--solver", choices=SOLVERS, default="deer")
+    rec.add_argument("--solver", choices=SOLVERS, default="auto",
+                     help=f"auto (default): sequential (GTF-BPTT) for windows of at most "
+                     f"{AUTO_WINDOW} steps, else deer (GTF-DEER)")
     rec.add_argument("--engine", choices=ENGINES, default="serial",
                      help="engine of --solver schwarz; mpi: run under mpiexec, rank 0 reports")
     rec.add_argument("--split-time", action="store_true",
@@ -116,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seeds", default=None, metavar="LIST",
                        help="run once per seed (0-4, 0,2,5 or 3), each into OUT/seed-K/, then "
                        "write OUT/summary.json, a summary table and OUT/seeds.png")
+    rec.add_argument("--long-run", type=int, default=LONG_RUN,
+                     help=f"steps of the best model's long free run, measured against an "
+                     f"independent true series (a data file: its training series); the "
+                     f"reference figures of a run (default {LONG_RUN}; 0: none)")
     rec.add_argument("--out", type=Path, default=Path("pitsolve-run"))
     rec.add_argument("--resume", action="store_true",
                      help="continue from --out's checkpoint (with --seeds: each seed's)")
@@ -125,6 +139,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", type=Path, required=True)
     ev.add_argument("--dt", type=float, default=None)
     ev.add_argument("--seed", type=int, default=0)
+    wu = sub.add_parser(
+        "warmup", help="compile and cache the kernels of reconstruct (once after installing)",
+        description="Run reconstruct tiny (a few optimiser steps on a short series) for each "
+        "--solver, so that every kernel the full run needs is compiled and cached on disk "
+        "(Numba's cache, in each module's __pycache__ or NUMBA_CACHE_DIR): the first real run "
+        "then starts training at once.")
+    wu.add_argument("system", nargs="?", default="lorenz63",
+                    help="a built-in system (default lorenz63): compiles its model's kernels")
+    wu.add_argument("--solver", nargs="+", choices=SOLVERS, default=["auto"], dest="solvers",
+                    help="the solvers to compile for (default: auto)")
     sim = sub.add_parser("simulate", help="generate a trajectory from a trained model")
     sim.add_argument("params", type=Path)
     sim.add_argument("--steps", type=int, required=True)
@@ -153,6 +177,15 @@ def _forcing(spec: str) -> Any:
         raise UsageError(f"--forcing {spec}: {exc}") from None
     raise UsageError(
         f"--forcing must be agtf, agtf:GAMMA, gtf:ALPHA, stf:TAU or none, got {spec!r}")
+
+
+def _auto_solver(args: argparse.Namespace) -> None:
+    """Resolve ``--solver auto`` (see :data:`AUTO_WINDOW`) in ``args``."""
+    if args.solver != "auto":
+        return
+    windows = not args.split_time and _launched_ranks() == 1 and args.seq_len <= AUTO_WINDOW
+    args.solver = "sequential" if windows and args.engine == "serial" else "deer"
+    args.solver_auto = True
 
 
 def _solver(args: argparse.Namespace, ranks: int) -> Any:
@@ -266,6 +299,9 @@ def _resolve(args: argparse.Namespace) -> tuple[str, str, Any]:
             setattr(args, field, getattr(rec, field))
     _positive(args, "T", "latent", "hidden", "epochs", "steps-per-epoch", "seq-len",
               "batch-size")
+    if args.long_run != 0 and args.long_run < 1000:
+        raise UsageError(f"--long-run must be 0 (none) or at least 1000 steps, got "
+                         f"{args.long_run}")
     if args.lr <= 0 or not math.isfinite(args.lr):
         raise UsageError(f"--lr must be a positive number, got {args.lr}")
     if args.dt is not None and not (args.dt > 0 and math.isfinite(args.dt)):
@@ -345,6 +381,24 @@ def _load_data(args: argparse.Namespace, kind: str, name: str,
         meta["system_params"] = params
     shown = "".join(f"{k}={v}, " for k, v in params.items())
     return x, n_eval, meta, f"{name} ({shown}dt={dt})"
+
+
+def _long_reference(args: argparse.Namespace, kind: str, name: str, rec: Any, dt: float,
+                    train: np.ndarray) -> tuple[np.ndarray, str]:
+    """The true series the long free run is measured against, and its description: an
+    independent trajectory of :data:`LONG_RUN` steps (seed ``--seed + 1001``) of a generated
+    system; for a data file, the (prepared) training series itself."""
+    from .dsr.systems import dysts_system, from_dysts, system
+
+    seed, steps = args.seed + 1001, args.long_run
+    if kind == "file":
+        ref = train[-steps:]
+        return ref, f"the training series' last {len(ref)} steps"
+    if kind == "dysts":
+        ref = from_dysts(dysts_system(name).name, T=steps, dt=dt, seed=seed)
+    else:
+        ref = system(name).generate(T=steps, dt=dt, seed=seed, **dict(rec.system_params))
+    return ref, f"an independent true series of {steps} steps (seed {seed})"
 
 
 def _split(x: np.ndarray, n_eval: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -479,6 +533,7 @@ def _reconstruct_one(args: argparse.Namespace, kind: str, name: str,
     from .training.checkpoint import save_model
 
     t_start = time.perf_counter()
+    _auto_solver(args)
     comm = _split_comm(args)
     rank, ranks = _mpi_rank(args.engine) if comm is None else (comm.Get_rank(), comm.Get_size())
     forcing, solver = _forcing(args.forcing), _solver(args, ranks)
@@ -497,7 +552,9 @@ def _reconstruct_one(args: argparse.Namespace, kind: str, name: str,
         raise UsageError(f"--resume: no checkpoint at {ckpt}")
     if rank == 0:
         print(f"pitsolve reconstruct: {what}, {len(train)} training steps, {described}, "
-              f"forcing {args.forcing}, solver {args.solver}, seed {args.seed}", file=sys.stderr)
+              f"forcing {args.forcing}, solver {args.solver}"
+              f"{' (auto)' if getattr(args, 'solver_auto', False) else ''}, seed {args.seed}",
+              file=sys.stderr)
     total = args.epochs * args.steps_per_epoch
     lr = optim.ExponentialDecay(lr_start=args.lr, lr_end=args.lr * 1e-2, steps=total)
     val_record: list[dict[str, float]] = []
@@ -530,10 +587,15 @@ def _reconstruct_one(args: argparse.Namespace, kind: str, name: str,
     evals = {}
     gens = {}
     for label, m in (("best", result.best_model), ("final", result.model)):
-        ev = evaluate(observation_view(m), test, dt=dt, lyapunov_steps=20_000, seed=args.seed,
+        ev = evaluate(m, test, dt=dt, lyapunov_steps=20_000, seed=args.seed,
                       keep_trajectory=True)
         gens[label] = ev.generated
         evals[label] = ev.as_dict()
+    reference_text = None
+    if args.long_run:
+        reference, reference_text = _long_reference(args, kind, name, rec, dt, train)
+        evals["long"] = evaluate(result.best_model, reference, dt=dt, lyapunov_steps=20_000,
+                                 seed=args.seed, spectrum_segment=LONG_SEGMENT).as_dict()
     meta = {**data_meta, "data": what}
     save_model(out / "model_best.npz", result.best_model, meta)
     save_model(out / "model_final.npz", result.model, meta)
@@ -541,20 +603,28 @@ def _reconstruct_one(args: argparse.Namespace, kind: str, name: str,
     steps = sum(s["steps"] for s in result.stats)
     report = {
         "command": "reconstruct", "version": __version__, "data": what, "dt": dt,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                   if k != "compile_log"},
         "recipe": rec.source, "observation": observation,
         "train_steps": len(train), "best_epoch": result.best_epoch, "epochs": result.epochs,
-        "best": evals["best"], "final": evals["final"], "lyapunov_truth_per_time": truth_lyap,
+        "best": evals["best"], "final": evals["final"], **({"long": evals["long"]} if
+                                                           args.long_run else {}),
+        "long_reference": reference_text, "lyapunov_truth_per_time": truth_lyap,
         "wall_time_s": time.perf_counter() - t_start, "train_time_s": train_time,
         "solver_iterations_per_step": iters / max(steps, 1),
         "fallbacks": sum(s["fallbacks"] for s in result.stats),
         "loss_history": result.loss_history, "alpha_history": result.alpha_history,
         "validation": val_record, "stopped": result.stopped,
+        "compile": args.compile_log.as_dict() if hasattr(args, "compile_log") else {},
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     fig = _figure(out / "reconstruction.png", test, gens["best"],
                   f"{what}: best model (epoch {result.best_epoch})")
     print(_table(evals, truth_lyap))
+    print(f"best, final: the models' free runs against the held-out test series ({len(test)} "
+          f"steps)" + (f"; long: the best model's free run against {reference_text} (D_H: "
+                       f"mean over {LONG_SEGMENT}-step segments), the reference figures"
+                       if args.long_run else ""))
     print(f"wall time {report['wall_time_s']:.0f} s, best epoch {result.best_epoch}/"
           f"{result.epochs}, {report['solver_iterations_per_step']:.1f} solver iterations per "
           f"step, {report['fallbacks']} fallbacks")
@@ -564,6 +634,30 @@ def _reconstruct_one(args: argparse.Namespace, kind: str, name: str,
     if result.stopped:
         print(f"note: training stopped early: {result.stopped}", file=sys.stderr)
     return 0, report
+
+
+def _warmup(args: argparse.Namespace) -> int:
+    """Compile the kernels of ``reconstruct`` by running it tiny once per solver."""
+    import contextlib
+    import io
+    import tempfile
+
+    t0 = time.perf_counter()
+    log = args.compile_log
+    with tempfile.TemporaryDirectory() as tmp:
+        for solver in args.solvers:
+            argv = ["reconstruct", args.system, "--T", "3000", "--epochs", "1",
+                    "--steps-per-epoch", "2", "--long-run", "1000", "--solver", solver,
+                    "--quiet", "--out", str(Path(tmp) / solver)]
+            tiny = _parser().parse_args(argv)
+            tiny.compile_log = log
+            with contextlib.redirect_stdout(io.StringIO()):
+                status = _reconstruct(tiny)
+            if status:
+                return status
+    print(f"pitsolve warmup: {log.count} kernels compiled in {log.seconds:.0f} s "
+          f"({time.perf_counter() - t0:.0f} s in all); they are cached for every later run")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -622,12 +716,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    run = {"reconstruct": _reconstruct, "evaluate": _evaluate, "simulate": _simulate}
+    run = {"reconstruct": _reconstruct, "evaluate": _evaluate, "simulate": _simulate,
+           "warmup": _warmup}
     tune_allocator()  # our own process: keep freed memory (fewer page faults per solve)
     # word on the screen while kernels compile (first run only), from one rank under mpiexec
     quiet = getattr(args, "quiet", False) or _launched_rank() > 0
     try:
-        with compile_messages(quiet=quiet):
+        with compile_messages(quiet=quiet) as args.compile_log:
             return run[args.command](args)
     except (UsageError, ValueError, TypeError, FileNotFoundError, OSError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 TINY = ["--T", "3000", "--epochs", "2", "--steps-per-epoch", "5", "--hidden", "8",
-        "--seq-len", "50", "--batch-size", "4", "--quiet"]
+        "--seq-len", "50", "--batch-size", "4", "--long-run", "1000", "--quiet"]
 
 
 def run(*args, timeout=240):

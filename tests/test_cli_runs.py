@@ -23,7 +23,7 @@ from pitsolve.dsr.seeds import evaluations, parse_seeds, summarize_seeds
 from pitsolve.dsr.systems import SYSTEMS
 
 TINY = ["--T", "3000", "--epochs", "2", "--steps-per-epoch", "3", "--hidden", "8",
-        "--seq-len", "50", "--batch-size", "4", "--quiet"]
+        "--seq-len", "50", "--batch-size", "4", "--long-run", "1000", "--quiet"]
 FILE_TINY = TINY[2:]  # a data file has no --T
 
 

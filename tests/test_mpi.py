@@ -83,7 +83,7 @@ def test_a_failing_rank_aborts_the_job_with_its_message():
 def test_cli_trains_on_mpi_ranks_like_the_serial_engine(tmp_path):
     """``mpiexec -n 2 python -m pitsolve reconstruct --solver schwarz --engine mpi``."""
     tiny = ["reconstruct", "--T", "3000", "--epochs", "2", "--steps-per-epoch", "3",
-            "--hidden", "8", "--seq-len", "50", "--batch-size", "4", "--quiet",
+            "--hidden", "8", "--seq-len", "50", "--batch-size", "4", "--quiet", "--long-run", "0",
             "--solver", "schwarz", "--windows", "2", "--overlap", "8"]
     if not MPIEXEC.exists():
         pytest.skip("mpiexec not found next to the Python executable")
@@ -200,7 +200,7 @@ def test_cli_splits_the_series_over_the_ranks_of_mpiexec(tmp_path):
     """``mpiexec -n 2 pitsolve reconstruct`` trains on the series split by time (the default
     under mpiexec), prints the report once and follows the one-process ``--split-time`` run."""
     tiny = ["reconstruct", "--T", "3000", "--epochs", "2", "--steps-per-epoch", "2",
-            "--hidden", "8", "--quiet"]
+            "--hidden", "8", "--quiet", "--long-run", "1000"]
     if not MPIEXEC.exists():
         pytest.skip("mpiexec not found next to the Python executable")
     env = {**os.environ, "NUMBA_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
