@@ -73,7 +73,7 @@ def _row(name: str, summary: dict) -> str:
     base_d, base_h = _baseline(name, steps)
     return (f"| {name} | {len(runs)} | {cell(values('D_stsp'), '.2f')} | "
             f"{cell(values('D_H'), '.3f')} | {cell(lyap, '.3f')} | "
-            f"{truth if truth is not None else '—'} | {within} | "
+            f"{'—' if truth is None else f'{truth:.4g}'} | {within} | "
             f"{np.nanmedian(values('wall_time_s')):.0f} s | {base_d:.3f} / {base_h:.3f} |")
 
 
@@ -84,9 +84,10 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("runs"))
     parser.add_argument("--from", dest="only", action="store_true",
                         help="do not run: tabulate the summaries in --dir")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="-- reconstruct flags")
-    args = parser.parse_args()
-    extra = [a for a in args.extra if a != "--"]
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    extra = argv[cut + 1:]  # reconstruct flags after --
     rows = []
     for name in args.systems:
         out = args.dir / name.replace(":", "-")

@@ -65,9 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     rec = sub.add_parser(
         "reconstruct", help="train a model that reproduces a chaotic system (default Lorenz-63)",
-        description="Train a shPLRNN with generalized teacher forcing (GTF-DEER by default) on a "
-        "chaotic time series, keep the best free-running model, and report D_stsp, D_H, PE(20) "
-        "and the maximal Lyapunov exponent on held-out data. Unset training options come from "
+        description="Train a shPLRNN with generalized teacher forcing (GTF-BPTT on short "
+        "windows, GTF-DEER on long ones or the whole series) on a chaotic time series, keep the "
+        "best free-running model, and report D_stsp, D_H, PE(20) and the maximal Lyapunov "
+        "exponent on held-out data and on a long free run. Unset training options come from "
         "the system's recipe (pitsolve.dsr.recipes).")
     rec.add_argument("system", nargs="?", default=None, metavar="SYSTEM",
                      help=f"built-in system ({', '.join(sorted(SYSTEMS))}; default lorenz63), "
@@ -625,9 +626,11 @@ def _reconstruct_one(args: argparse.Namespace, kind: str, name: str,
           f"steps)" + (f"; long: the best model's free run against {reference_text} (D_H: "
                        f"mean over {LONG_SEGMENT}-step segments), the reference figures"
                        if args.long_run else ""))
+    its = ("" if args.solver == "sequential" else
+           f", {report['solver_iterations_per_step']:.1f} solver iterations per step, "
+           f"{report['fallbacks']} fallbacks")
     print(f"wall time {report['wall_time_s']:.0f} s, best epoch {result.best_epoch}/"
-          f"{result.epochs}, {report['solver_iterations_per_step']:.1f} solver iterations per "
-          f"step, {report['fallbacks']} fallbacks")
+          f"{result.epochs}{its}")
     print(f"wrote {out / 'report.json'}, {out / 'model_best.npz'}, {out / 'model_final.npz'}, "
           f"{ckpt}" + (f", {out / 'reconstruction.png'}" if fig else
                        " (install matplotlib for reconstruction.png)"))
@@ -655,8 +658,11 @@ def _warmup(args: argparse.Namespace) -> int:
                 status = _reconstruct(tiny)
             if status:
                 return status
-    print(f"pitsolve warmup: {log.count} kernels compiled in {log.seconds:.0f} s "
-          f"({time.perf_counter() - t0:.0f} s in all); they are cached for every later run")
+    log.close()  # ends the status line with the count; then nothing more at exit
+    log.quiet = True
+    print(f"pitsolve warmup: the kernels of reconstruct {args.system} "
+          f"({', '.join(args.solvers)}) are compiled and cached "
+          f"({time.perf_counter() - t0:.0f} s in all)")
     return 0
 
 

@@ -153,3 +153,39 @@ def test_schwarz_options_are_checked(tmp_path, args, message):
     res = run("reconstruct", *TINY, *args, "--out", str(tmp_path / "run"))
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_warmup_runs_reconstruct_tiny_and_reports():
+    res = run("warmup", "--solver", "sequential")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "compiled and cached" in res.stdout and "(sequential)" in res.stdout
+
+
+def test_compile_messages_count_and_report_compilations():
+    """The status line names the kernel being compiled; nested compilations count once."""
+    import io
+
+    import numba
+
+    from pitsolve._jitlog import compile_messages
+
+    @numba.njit
+    def inner(x):
+        return x + 1
+
+    @numba.njit
+    def outer(x):
+        return inner(x) * 2
+
+    stream = io.StringIO()
+    with compile_messages(stream) as log:
+        assert outer(1) == 4
+        assert outer(2) == 6  # compiled once
+    assert log.count == 1 and log.seconds > 0
+    text = stream.getvalue()
+    assert "now outer ..." in text and "compiled 1 kernels in" in text
+    assert log.as_dict()["kernels"] == 1
+    quiet = io.StringIO()
+    with compile_messages(quiet, quiet=True) as log:
+        assert outer(1.5) == 5.0  # a new signature: compiled, counted, not shown
+    assert log.count == 1 and quiet.getvalue() == ""
