@@ -357,7 +357,6 @@ def _reconstruct_one(args: argparse.Namespace, kind: str, name: str,
     """One reconstruction into ``args.out``: (exit status, the report; None on ranks > 0 and
     when interrupted)."""
     from .dsr.evaluate import evaluate, validation_score
-    from .dsr.observed import observation_view
     from .parallel.slices import even_rows
     from .training import fit, optim
     from .training.checkpoint import save_model
@@ -388,10 +387,8 @@ def _reconstruct_one(args: argparse.Namespace, kind: str, name: str,
     total = args.epochs * args.steps_per_epoch
     lr = optim.ExponentialDecay(lr_start=args.lr, lr_end=args.lr * 1e-2, steps=total)
     val_record: list[dict[str, float]] = []
-    score_view = validation_score(val, record=val_record)
-
-    def validate(m: Any) -> float:
-        return score_view(observation_view(m))
+    validate = validation_score(val, record=val_record)  # (scores affine-observed models in
+    # the data space: evaluate applies pitsolve.dsr.observed.observation_view)
 
     seq_len: int | None = args.seq_len
     if comm is not None:  # this rank's slice of the series; rank 0 scores, the others wait
@@ -499,7 +496,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .dsr.embedding import delay_embed
     from .dsr.evaluate import evaluate
     from .dsr.io import load_series
-    from .dsr.observed import observation_view
     from .training.checkpoint import load_model
 
     model, meta = load_model(args.params)
@@ -512,7 +508,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if meta.get("embed"):  # ... and delay-embed it as the training data were
         x = delay_embed(x, *meta["embed"])
     dt = args.dt if args.dt is not None else meta.get("dt")
-    ev = evaluate(observation_view(model), x, dt=dt, seed=args.seed)
+    ev = evaluate(model, x, dt=dt, seed=args.seed)
     print(_table({"model": ev.as_dict()}, None))
     print(json.dumps(ev.as_dict()))
     return 0
